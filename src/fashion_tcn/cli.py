@@ -1,0 +1,191 @@
+"""The `fashion-tcn` command: parse, call the library, print, pick the exit code.
+
+Exit codes: 0 success, 2 bad input (config, flags, data), 130 interrupted before anything was saved.
+Heavy modules (TensorFlow) are imported only after the input has been validated, so mistakes are
+reported in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from fashion_tcn.config import (
+    ACTIVATIONS,
+    NORMS,
+    OPTIMIZERS,
+    SCHEDULES,
+    SEQUENCE_MODES,
+    Config,
+    ConfigError,
+    load_config,
+    override,
+)
+from fashion_tcn.data import DataError
+
+# flag -> config field; None values (flag not given) leave the config file's value alone
+OVERRIDES = {
+    "data_dir": "data.data_dir",
+    "sequence": "data.sequence",
+    "limit_train": "data.limit_train",
+    "limit_test": "data.limit_test",
+    "val_fraction": "data.val_fraction",
+    "model": "model.kind",
+    "filters": "model.filters",
+    "kernel_size": "model.kernel_size",
+    "dilations": "model.dilations",
+    "stacks": "model.stacks",
+    "dropout": "model.dropout",
+    "activation": "model.activation",
+    "norm": "model.norm",
+    "skip_connections": "model.skip_connections",
+    "allow_short_receptive_field": "model.allow_short_receptive_field",
+    "epochs": "train.epochs",
+    "batch_size": "train.batch_size",
+    "lr": "train.lr",
+    "optimizer": "train.optimizer",
+    "weight_decay": "train.weight_decay",
+    "momentum": "train.momentum",
+    "schedule": "train.schedule",
+    "clipnorm": "train.clipnorm",
+    "early_stopping": "train.early_stopping",
+    "tensorboard": "train.tensorboard",
+    "seed": "train.seed",
+}
+
+
+def _dilations(text: str) -> list[int]:
+    try:
+        return [int(d) for d in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fashion-tcn",
+        description=("Temporal Convolutional Networks on Fashion-MNIST read as sequences."),
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a model into a run directory and test it")
+    train.add_argument("--config", type=Path, help="YAML or TOML file; flags override it")
+    train.add_argument("--run-dir", type=Path, help="default: runs/<time>-<model>-<sequence>")
+    train.add_argument(
+        "--resume", action="store_true", help="continue the run in --run-dir from its last epoch"
+    )
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    data = train.add_argument_group("data")
+    data.add_argument("--data-dir", help="folder with the IDX .gz files or Kaggle CSVs")
+    data.add_argument("--sequence", choices=SEQUENCE_MODES, help="how an image becomes a sequence")
+    data.add_argument("--limit-train", type=int, metavar="N", help="random N training images")
+    data.add_argument("--limit-test", type=int, metavar="N", help="random N test images")
+    data.add_argument("--val-fraction", type=float, help="share of training held out (0.1)")
+    model = train.add_argument_group("model")
+    model.add_argument("--model", choices=("tcn",), help="architecture")
+    model.add_argument("--filters", type=int)
+    model.add_argument("--kernel-size", type=int)
+    model.add_argument("--dilations", type=_dilations, help="e.g. 1,2,4,8")
+    model.add_argument("--stacks", type=int)
+    model.add_argument("--dropout", type=float)
+    model.add_argument("--activation", choices=ACTIVATIONS)
+    model.add_argument("--norm", choices=NORMS)
+    model.add_argument("--skip-connections", action="store_true", default=None)
+    model.add_argument("--allow-short-receptive-field", action="store_true", default=None)
+    opt = train.add_argument_group("training")
+    opt.add_argument("--epochs", type=int)
+    opt.add_argument("--batch-size", type=int)
+    opt.add_argument("--lr", type=float, help="learning rate")
+    opt.add_argument("--optimizer", choices=OPTIMIZERS)
+    opt.add_argument("--weight-decay", type=float)
+    opt.add_argument("--momentum", type=float, help="sgd and rmsprop")
+    opt.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule")
+    opt.add_argument("--clipnorm", type=float, help="clip each gradient to this norm")
+    opt.add_argument("--early-stopping", type=int, metavar="PATIENCE")
+    opt.add_argument("--tensorboard", action="store_true", default=None)
+    opt.add_argument("--seed", type=int)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="test a run's best model, print and rewrite metrics"
+    )
+    evaluate.add_argument("run_dir", type=Path)
+    evaluate.add_argument("--data-dir", help="folder with the IDX .gz files or Kaggle CSVs")
+
+    data_cmd = commands.add_parser("data", help="find (or download) and verify Fashion-MNIST")
+    data_cmd.add_argument("--data-dir", help="folder with the IDX .gz files or Kaggle CSVs")
+    return parser
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _train(args: argparse.Namespace) -> int:
+    if args.resume:
+        if args.run_dir is None:
+            raise ConfigError("--resume needs --run-dir")
+        cfg = load_config(args.run_dir / "config.yaml")
+    else:
+        cfg = load_config(args.config) if args.config else Config()
+    cfg = override(cfg, {field: getattr(args, flag) for flag, field in OVERRIDES.items()})
+    _quiet_tensorflow()
+    from fashion_tcn.evaluate import format_metrics
+    from fashion_tcn.train import train
+
+    run_dir, metrics = train(
+        cfg,
+        args.run_dir,
+        resume=args.resume,
+        verbose=0 if args.quiet else "auto",
+        on_model=_print_summary,
+    )
+    print(format_metrics(metrics))
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+def _print_summary(model) -> None:
+    model.summary()
+    layer = next((layer for layer in model.layers if hasattr(layer, "receptive_field")), None)
+    if layer is not None:
+        print(f"receptive field: {layer.receptive_field} steps")
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
+    from fashion_tcn.evaluate import format_metrics
+    from fashion_tcn.train import evaluate_run
+
+    print(format_metrics(evaluate_run(args.run_dir, args.data_dir)))
+    return 0
+
+
+def _data(args: argparse.Namespace) -> int:
+    from fashion_tcn.data import load_fashion_mnist
+
+    for name, split in zip(("train", "test"), load_fashion_mnist(args.data_dir), strict=True):
+        print(f"{name}: {len(split)} images")
+        for key, value in split.files.items():
+            print(f"  {key}: {value}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command = {"train": _train, "evaluate": _evaluate, "data": _data}[args.command]
+    try:
+        return command(args)
+    except (ConfigError, DataError) as error:
+        print(f"fashion-tcn: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fashion-tcn: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

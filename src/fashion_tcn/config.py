@@ -1,0 +1,248 @@
+"""Typed run configuration: defaults, YAML/TOML files, flag overrides, validation.
+
+A run is fully described by one `Config`; the resolved copy (per-mode defaults filled in) is saved as
+`config.yaml` in every run directory, so `evaluate` and `--resume` rebuild exactly what was trained.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import tomllib
+import yaml
+
+SEQUENCE_MODES = ("rows", "columns", "pixels", "permuted")
+MODEL_KINDS = ("tcn",)
+ACTIVATIONS = ("relu", "gelu", "elu", "selu", "tanh", "swish", "silu", "leaky_relu", "mish")
+NORMS = ("none", "batch", "layer", "weight")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam")
+SCHEDULES = ("none", "cosine", "plateau")
+
+
+class ConfigError(ValueError):
+    """A configuration value or file is invalid; the message is one line meant for the user."""
+
+
+def sequence_length(mode: str) -> int:
+    """Steps a 28x28 image becomes: 28 rows/columns or 784 pixels."""
+    return 28 if mode in ("rows", "columns") else 784
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+@dataclass
+class DataConfig:
+    data_dir: str | None = None  # None: env var, Debian package, cache, then download
+    sequence: str = "rows"  # how an image becomes a sequence (see sequences.py)
+    limit_train: int | None = None  # random subset of the training set, for quick runs
+    limit_test: int | None = None  # random subset of the test set, for quick runs
+    val_fraction: float = 0.1  # held out of training for checkpoint choice and tuning
+
+    def __post_init__(self) -> None:
+        _check(
+            self.sequence in SEQUENCE_MODES,
+            f"unknown sequence mode {self.sequence!r}; choose from {', '.join(SEQUENCE_MODES)}",
+        )
+        for name in ("limit_train", "limit_test"):
+            value = getattr(self, name)
+            _check(value is None or value >= 10, f"{name} must be >= 10, got {value}")
+        _check(
+            0 < self.val_fraction < 0.5,
+            f"val_fraction must be in (0, 0.5), got {self.val_fraction}",
+        )
+
+
+@dataclass
+class ModelConfig:
+    kind: str = "tcn"
+    filters: int | None = None  # None: the sequence mode's default (see MODE_DEFAULTS)
+    kernel_size: int | None = None
+    dilations: list[int] | None = None  # None: 1, 2, 4, ... up to the mode's depth
+    stacks: int = 1  # the dilation list is repeated this many times
+    dropout: float | None = None  # spatial dropout after each convolution
+    activation: str = "relu"
+    norm: str | None = None  # none | batch | layer | weight
+    skip_connections: bool = False  # WaveNet-style sum of every block's output
+    allow_short_receptive_field: bool = False  # train even if the last step cannot see step 0
+
+    def __post_init__(self) -> None:
+        _check(
+            self.kind in MODEL_KINDS,
+            f"unknown model {self.kind!r}; choose from {', '.join(MODEL_KINDS)}",
+        )
+        _check(
+            self.activation in ACTIVATIONS,
+            f"unknown activation {self.activation!r}; choose from {', '.join(ACTIVATIONS)}",
+        )
+        _check(
+            self.norm is None or self.norm in NORMS,
+            f"unknown norm {self.norm!r}; choose from {', '.join(NORMS)}",
+        )
+        _check(
+            self.filters is None or self.filters >= 1, f"filters must be >= 1, got {self.filters}"
+        )
+        _check(
+            self.kernel_size is None or self.kernel_size >= 2,
+            f"kernel_size must be >= 2, got {self.kernel_size}",
+        )
+        _check(self.stacks >= 1, f"stacks must be >= 1, got {self.stacks}")
+        _check(
+            self.dropout is None or 0 <= self.dropout < 1,
+            f"dropout must be in [0, 1), got {self.dropout}",
+        )
+        if self.dilations is not None:
+            _check(
+                len(self.dilations) > 0 and all(int(d) >= 1 for d in self.dilations),
+                f"dilations must be a non-empty list of integers >= 1, got {self.dilations}",
+            )
+            self.dilations = [int(d) for d in self.dilations]
+
+
+@dataclass
+class TrainConfig:
+    epochs: int | None = None  # None: the sequence mode's default
+    batch_size: int = 128
+    lr: float = 2e-3
+    optimizer: str = "adam"
+    weight_decay: float = 0.0  # decoupled for adamw, L2-like for the others (Keras semantics)
+    momentum: float = 0.9  # sgd and rmsprop only
+    schedule: str = (
+        "cosine"  # none | cosine (to 0 over all epochs) | plateau (halve on val plateau)
+    )
+    clipnorm: float | None = None  # clip each gradient's norm; helps long pixel sequences
+    early_stopping: int = 0  # patience in epochs on val_accuracy; 0 = off
+    tensorboard: bool = False
+    seed: int = 0  # one seed for data split, permutation, init, shuffling, dropout
+
+    def __post_init__(self) -> None:
+        _check(self.epochs is None or self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        _check(
+            math.isfinite(self.lr) and self.lr > 0, f"lr must be a positive number, got {self.lr}"
+        )
+        _check(
+            self.optimizer in OPTIMIZERS,
+            f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}",
+        )
+        _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        _check(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
+        _check(
+            self.schedule in SCHEDULES,
+            f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}",
+        )
+        _check(
+            self.clipnorm is None or self.clipnorm > 0, f"clipnorm must be > 0, got {self.clipnorm}"
+        )
+        _check(self.early_stopping >= 0, f"early_stopping must be >= 0, got {self.early_stopping}")
+
+
+# Defaults per sequence mode, chosen to train well on a 2-core CPU (figures in the README).
+# pixels/permuted follow Bai et al. (2018): 8 levels x 25 filters, kernel 7 (receptive field 3061).
+MODE_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    "rows": {
+        "model": {
+            "filters": 64,
+            "kernel_size": 3,
+            "dilations": [1, 2, 4, 8],
+            "dropout": 0.1,
+            "norm": "layer",
+        },
+        "train": {"epochs": 15},
+    },
+    "pixels": {
+        "model": {
+            "filters": 25,
+            "kernel_size": 7,
+            "dilations": [2**i for i in range(8)],
+            "dropout": 0.05,
+            "norm": "layer",
+        },
+        "train": {"epochs": 20},
+    },
+}
+MODE_DEFAULTS["columns"] = MODE_DEFAULTS["rows"]
+MODE_DEFAULTS["permuted"] = MODE_DEFAULTS["pixels"]
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def resolved(self) -> Config:
+        """Fill every None that has a per-mode default, so the saved config is explicit."""
+        defaults = MODE_DEFAULTS[self.data.sequence]
+        sections = {}
+        for name in ("model", "train"):
+            section = getattr(self, name)
+            filled = {k: v for k, v in defaults[name].items() if getattr(section, k) is None}
+            sections[name] = replace(section, **filled)
+        return replace(self, **sections)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: str = "config") -> Config:
+        """Build from nested sections, rejecting unknown sections and keys by name."""
+        _check(
+            isinstance(raw, dict),
+            f"{source}: expected a mapping of sections, got {type(raw).__name__}",
+        )
+        kinds = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+        unknown = set(raw) - set(kinds)
+        _check(
+            not unknown,
+            f"{source}: unknown section(s) {', '.join(sorted(unknown))}; "
+            f"expected {', '.join(kinds)}",
+        )
+        sections = {}
+        for name, kind in kinds.items():
+            values = raw.get(name) or {}
+            _check(isinstance(values, dict), f"{source}: section {name!r} must be a mapping")
+            known = {f.name for f in fields(kind)}
+            bad = set(values) - known
+            _check(not bad, f"{source}: unknown key(s) {', '.join(sorted(bad))} in [{name}]")
+            try:
+                sections[name] = kind(**values)
+            except TypeError as error:  # e.g. a string where a number belongs
+                raise ConfigError(f"{source}: [{name}] {error}") from None
+        return cls(**sections)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a YAML (.yaml/.yml) or TOML (.toml) config file."""
+    path = Path(path)
+    _check(path.is_file(), f"{path}: config file not found")
+    text = path.read_text()
+    try:
+        raw = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise ConfigError(
+            f"{path}: not valid {path.suffix.lstrip('.').upper()}: {first_line}"
+        ) from None
+    return Config.from_dict(raw or {}, source=str(path))
+
+
+def override(config: Config, overrides: dict[str, Any]) -> Config:
+    """Apply `{"section.key": value}` overrides (None values are skipped); validation re-runs."""
+    sections = config.to_dict()
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        section, key = dotted.split(".")
+        sections[section][key] = value
+    return Config.from_dict(sections, source="command line")
+
+
+def save_config(config: Config, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    return path

@@ -1,0 +1,221 @@
+"""Metrics from predictions: accuracy, loss, confusion matrix and a per-class truth table.
+
+Everything here works on plain arrays (labels and softmax probabilities), so it needs no deep
+learning backend and is quick to test. The confusion matrix is the single source of truth: the
+truth table is derived from it, so the two can never disagree.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix
+
+from fashion_tcn.report import plot_confusion_matrix
+
+# Keras' epsilon and clipping for categorical cross-entropy, so the loss matches `model.evaluate`.
+_EPSILON = 1e-7
+
+TRUTH_TABLE_COLUMNS = ("class", "tp", "fp", "fn", "tn", "precision", "recall", "f1", "support")
+_COUNT_COLUMNS = ("tp", "fp", "fn", "tn", "support")
+_RATE_COLUMNS = ("precision", "recall", "f1")
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """(C, C) int64 counts, rows = true class, cols = predicted class.
+
+    Labels outside [0, C) raise instead of being silently dropped, as sklearn would do.
+    """
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    for name, labels in (("y_true", y_true), ("y_pred", y_pred)):
+        if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+            raise ValueError(f"{name} has labels outside [0, {num_classes})")
+    cm = confusion_matrix(y_true, y_pred, labels=np.arange(num_classes))
+    return cm.astype(np.int64)
+
+
+def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator, with 0.0 where the denominator is 0 (and no warning)."""
+    out = np.zeros(np.shape(numerator), dtype=float)
+    return np.divide(numerator, denominator, out=out, where=denominator > 0)
+
+
+def truth_table(cm: np.ndarray, class_names: Sequence[str]) -> list[dict]:
+    """Per-class TP/FP/FN/TN, precision, recall, F1 and support, then macro and weighted averages.
+
+    Computed from the confusion matrix (sklearn's scorers need the label arrays again), with the
+    same definitions as sklearn's `precision_recall_fscore_support(zero_division=0.0)`.
+    """
+    cm = np.asarray(cm, dtype=np.int64)
+    if cm.shape != (len(class_names), len(class_names)):
+        raise ValueError(
+            f"confusion matrix shape {cm.shape} does not match {len(class_names)} classes"
+        )
+
+    tp = np.diag(cm)
+    fp = cm.sum(axis=0) - tp  # predicted as the class, but another class
+    fn = cm.sum(axis=1) - tp  # of the class, but predicted as another
+    tn = cm.sum() - tp - fp - fn
+    support = tp + fn
+    precision = _safe_divide(tp, tp + fp)
+    recall = _safe_divide(tp, tp + fn)
+    f1 = _safe_divide(2 * tp, 2 * tp + fp + fn)  # == harmonic mean of precision and recall
+
+    rows = [
+        {
+            "class": str(name),
+            "tp": int(tp[i]),
+            "fp": int(fp[i]),
+            "fn": int(fn[i]),
+            "tn": int(tn[i]),
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
+        for i, name in enumerate(class_names)
+    ]
+
+    total = int(support.sum())
+    summed = {"tp": int(tp.sum()), "fp": int(fp.sum()), "fn": int(fn.sum()), "tn": int(tn.sum())}
+    rates = {"precision": precision, "recall": recall, "f1": f1}
+    macro = {key: float(values.mean()) if values.size else 0.0 for key, values in rates.items()}
+    weighted = {
+        key: float(np.dot(values, support) / total) if total else 0.0
+        for key, values in rates.items()
+    }
+    rows.append({"class": "macro avg", **summed, **macro, "support": total})
+    rows.append({"class": "weighted avg", **summed, **weighted, "support": total})
+    return rows
+
+
+def compute_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: Sequence[str]) -> dict:
+    """Accuracy, mean categorical cross-entropy, confusion matrix and truth table, JSON-ready.
+
+    `y_true` holds integer labels (N,), `probs` the softmax outputs (N, C).
+    """
+    y_true = np.asarray(y_true)
+    probs = np.asarray(probs, dtype=np.float64)
+    num_classes = len(class_names)
+    if probs.ndim != 2 or probs.shape[1] != num_classes:
+        raise ValueError(f"probs must have shape (N, {num_classes}), got {probs.shape}")
+    if y_true.ndim != 1 or y_true.shape[0] != probs.shape[0]:
+        raise ValueError(f"y_true must have shape ({probs.shape[0]},), got {y_true.shape}")
+    if probs.shape[0] == 0:
+        raise ValueError("no examples to evaluate")
+    if not np.issubdtype(y_true.dtype, np.integer):
+        raise ValueError(f"y_true must hold integer class labels, got dtype {y_true.dtype}")
+    if not np.isfinite(probs).all():
+        raise ValueError("probs contain NaN or infinite values (did training diverge?)")
+
+    y_pred = probs.argmax(axis=1)
+    cm = confusion(y_true, y_pred, num_classes)  # also checks y_true's range
+    true_class_probs = probs[np.arange(len(y_true)), y_true]
+    loss = -np.log(np.clip(true_class_probs, _EPSILON, 1.0 - _EPSILON)).mean()
+
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "loss": float(loss),
+        "num_examples": len(y_true),
+        "confusion_matrix": cm.tolist(),
+        "class_names": [str(name) for name in class_names],
+        "truth_table": truth_table(cm, class_names),
+    }
+
+
+def write_metrics(run_dir: Path, metrics: dict) -> list[Path]:
+    """Write metrics.json, confusion_matrix.csv, truth_table.csv and confusion_matrix.png."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    class_names = metrics["class_names"]
+    cm = np.asarray(metrics["confusion_matrix"], dtype=np.int64)
+
+    json_path = run_dir / "metrics.json"
+    json_path.write_text(json.dumps(metrics, indent=2) + "\n")
+
+    cm_path = run_dir / "confusion_matrix.csv"
+    with open(cm_path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["true\\pred", *class_names])
+        for name, counts in zip(class_names, cm.tolist(), strict=True):
+            writer.writerow([name, *counts])
+
+    table_path = run_dir / "truth_table.csv"
+    with open(table_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=TRUTH_TABLE_COLUMNS)
+        writer.writeheader()
+        for row in metrics["truth_table"]:
+            writer.writerow({**row, **{key: f"{row[key]:.4f}" for key in _RATE_COLUMNS}})
+
+    png_path = plot_confusion_matrix(cm, class_names, run_dir / "confusion_matrix.png")
+    return [json_path, cm_path, table_path, png_path]
+
+
+def _short_name(name: str, width: int = 10) -> str:
+    """A label that fits a matrix column: the name, its first word ("T-shirt/top" -> "T-shirt"),
+    or a truncation."""
+    if len(name) <= width:
+        return name
+    head = re.split(r"[/ ]", name, maxsplit=1)[0]
+    return head if 0 < len(head) <= width else name[:width]
+
+
+def _format_confusion(cm: np.ndarray, class_names: Sequence[str]) -> list[str]:
+    """Confusion matrix lines with short class names as labels and right-aligned counts."""
+    labels = [_short_name(name) for name in class_names]
+    label_width = max(len("true\\pred"), *(len(label) for label in labels))
+    widths = [max(len(label), len(str(cm[:, j].max(initial=0)))) for j, label in enumerate(labels)]
+    header = "true\\pred".ljust(label_width) + "".join(
+        " " + label.rjust(w) for label, w in zip(labels, widths, strict=True)
+    )
+    lines = [header]
+    for label, counts in zip(labels, cm.tolist(), strict=True):
+        cells = "".join(" " + str(c).rjust(w) for c, w in zip(counts, widths, strict=True))
+        lines.append(label.ljust(label_width) + cells)
+    return lines
+
+
+def _format_truth_table(rows: list[dict]) -> list[str]:
+    """Truth table lines with aligned columns and a rule before the summary rows."""
+    name_width = max(len("class"), *(len(row["class"]) for row in rows))
+    count_widths = {
+        key: max(len(key), *(len(str(row[key])) for row in rows)) for key in _COUNT_COLUMNS
+    }
+    rate_width = 9  # fits "precision" and "0.1234"
+
+    def line(cells: dict) -> str:
+        parts = [str(cells["class"]).ljust(name_width)]
+        for key in TRUTH_TABLE_COLUMNS[1:]:
+            width = count_widths.get(key, rate_width)
+            value = cells[key]
+            parts.append((f"{value:.4f}" if isinstance(value, float) else str(value)).rjust(width))
+        return "  ".join(parts)
+
+    header = line({key: key for key in TRUTH_TABLE_COLUMNS})
+    per_class, summary = rows[:-2], rows[-2:]  # truth_table ends with macro and weighted avg
+    return [header, *map(line, per_class), "-" * len(header), *map(line, summary)]
+
+
+def format_metrics(metrics: dict) -> str:
+    """Plain-text summary for a terminal: headline numbers, confusion matrix and truth table."""
+    cm = np.asarray(metrics["confusion_matrix"], dtype=np.int64)
+    accuracy = metrics["accuracy"]
+    headline = (
+        f"accuracy {accuracy:.4f} ({accuracy:.2%})   loss {metrics['loss']:.4f}   "
+        f"examples {metrics['num_examples']}"
+    )
+    lines = [
+        headline,
+        "",
+        "Confusion matrix (rows = true, columns = predicted)",
+        *_format_confusion(cm, metrics["class_names"]),
+        "",
+        "Truth table",
+        *_format_truth_table(metrics["truth_table"]),
+    ]
+    return "\n".join(lines)

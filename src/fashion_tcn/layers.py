@@ -1,0 +1,313 @@
+"""The TCN: causal dilated convolutions in residual blocks (Bai, Kolter & Koltun, 2018).
+
+Written with `keras.ops` and Keras layers only, so it runs on any Keras 3 backend, and registered
+for `.keras` saving. Every layer keeps the sequence length (B, T, C) -> (B, T, C'): the output at
+step t depends on inputs at steps <= t only.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+NORMS = ("none", "batch", "layer", "weight")
+
+
+def receptive_field(
+    kernel_size: int, dilations: list[int] | tuple[int, ...], stacks: int = 1
+) -> int:
+    """Steps the last output can see: two convolutions per block, each adding (k - 1) * d."""
+    return 1 + 2 * (kernel_size - 1) * stacks * sum(dilations)
+
+
+def covering_dilations(length: int, kernel_size: int, stacks: int = 1) -> list[int]:
+    """The shortest 1, 2, 4, ... list whose receptive field covers `length` steps."""
+    dilations = [1]
+    while receptive_field(kernel_size, dilations, stacks) < length:
+        dilations.append(2 * dilations[-1])
+    return dilations
+
+
+@keras.saving.register_keras_serializable(package="fashion_tcn")
+class CausalConv1D(keras.layers.Layer):
+    """1-D convolution that pads only the past, with optional weight normalization.
+
+    Args:
+        filters: output channels.
+        kernel_size: taps per convolution.
+        dilation_rate: spacing between taps; the layer looks `(kernel_size - 1) * dilation_rate`
+            steps back.
+        weight_norm: reparametrise the kernel as `g * v / ||v||` per output channel
+            (Salimans & Kingma, 2016), the normalization Bai et al. use.
+
+    Call arguments:
+        inputs: (batch, steps, channels).
+
+    Example:
+        >>> CausalConv1D(8, 3, dilation_rate=2)(keras.ops.ones((1, 10, 4))).shape
+        (1, 10, 8)
+    """
+
+    def __init__(
+        self,
+        filters: int,
+        kernel_size: int,
+        dilation_rate: int = 1,
+        weight_norm: bool = False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.dilation_rate = dilation_rate
+        self.weight_norm = weight_norm
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(self.kernel_size, channels, self.filters),
+            initializer="glorot_uniform",
+        )
+        self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
+        if self.weight_norm:
+            # glorot kernels have a per-channel norm near 1, so g = 1 starts like the plain layer
+            self.gain = self.add_weight(name="gain", shape=(self.filters,), initializer="ones")
+
+    @property
+    def history(self) -> int:
+        """Past steps one output depends on, besides the current one."""
+        return (self.kernel_size - 1) * self.dilation_rate
+
+    def effective_kernel(self):
+        if not self.weight_norm:
+            return self.kernel
+        norm = ops.sqrt(ops.sum(ops.square(self.kernel), axis=(0, 1), keepdims=True) + 1e-12)
+        return self.gain * self.kernel / norm
+
+    def call(self, inputs):
+        padded = ops.pad(inputs, ((0, 0), (self.history, 0), (0, 0)))  # past only
+        outputs = ops.conv(
+            padded, self.effective_kernel(), padding="valid", dilation_rate=self.dilation_rate
+        )
+        return outputs + self.bias
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.filters)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "dilation_rate": self.dilation_rate,
+            "weight_norm": self.weight_norm,
+        }
+
+
+@keras.saving.register_keras_serializable(package="fashion_tcn")
+class ResidualBlock(keras.layers.Layer):
+    """Two causal dilated convolutions, each followed by norm, activation and spatial dropout,
+    added to a (1x1-projected when widths differ) shortcut.
+
+    Args:
+        filters: output channels of both convolutions.
+        kernel_size: taps per convolution.
+        dilation_rate: dilation of both convolutions.
+        dropout: spatial dropout rate (whole channels are dropped, as in Bai et al.).
+        activation: any Keras activation name.
+        norm: "none", "batch", "layer" (over channels, per step, so it stays causal) or "weight".
+
+    Call arguments:
+        inputs: (batch, steps, channels).
+        training: dropout and batch norm switch.
+
+    Returns:
+        `(output, residual)`: the block output `activation(shortcut + residual)` and the residual
+        branch alone, which TCN sums over blocks when skip connections are on.
+    """
+
+    def __init__(
+        self,
+        filters: int,
+        kernel_size: int,
+        dilation_rate: int,
+        dropout: float = 0.0,
+        activation: str = "relu",
+        norm: str = "none",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if norm not in NORMS:
+            raise ValueError(f"unknown norm {norm!r}; choose from {', '.join(NORMS)}")
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.dilation_rate = dilation_rate
+        self.dropout = dropout
+        self.activation = activation
+        self.norm = norm
+
+    def _norm_layer(self, name: str):
+        if self.norm == "batch":
+            return keras.layers.BatchNormalization(name=name)
+        if self.norm == "layer":
+            return keras.layers.LayerNormalization(name=name)
+        return None
+
+    def build(self, input_shape):
+        self.convs, self.norms, self.drops = [], [], []
+        shape = tuple(input_shape)
+        for i in (1, 2):
+            conv = CausalConv1D(
+                self.filters,
+                self.kernel_size,
+                self.dilation_rate,
+                weight_norm=self.norm == "weight",
+                name=f"conv{i}",
+            )
+            conv.build(shape)
+            shape = conv.compute_output_shape(shape)
+            norm = self._norm_layer(f"norm{i}")
+            if norm is not None:
+                norm.build(shape)
+            drop = keras.layers.SpatialDropout1D(self.dropout, name=f"dropout{i}")
+            self.convs.append(conv)
+            self.norms.append(norm)
+            self.drops.append(drop)
+        self.act = keras.layers.Activation(self.activation, name="act")
+        self.shortcut = None
+        if input_shape[-1] != self.filters:
+            self.shortcut = keras.layers.Conv1D(self.filters, 1, name="shortcut")
+            self.shortcut.build(input_shape)
+
+    def call(self, inputs, training=None):
+        x = inputs
+        for conv, norm, drop in zip(self.convs, self.norms, self.drops, strict=True):
+            x = conv(x)
+            if norm is not None:
+                x = norm(x, training=training)
+            x = drop(self.act(x), training=training)
+        shortcut = inputs if self.shortcut is None else self.shortcut(inputs)
+        return self.act(shortcut + x), x
+
+    def compute_output_shape(self, input_shape):
+        shape = (*input_shape[:-1], self.filters)
+        return shape, shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "dilation_rate": self.dilation_rate,
+            "dropout": self.dropout,
+            "activation": self.activation,
+            "norm": self.norm,
+        }
+
+
+@keras.saving.register_keras_serializable(package="fashion_tcn")
+class TCN(keras.layers.Layer):
+    """Temporal Convolutional Network: residual blocks with dilations growing 1, 2, 4, ...
+
+    Args:
+        filters: channels of every block.
+        kernel_size: taps per convolution.
+        dilations: one block per entry, used as given (never rewritten).
+        stacks: how many times the dilation list is repeated.
+        dropout: spatial dropout rate inside each block.
+        activation: any Keras activation name.
+        norm: "none", "batch", "layer" or "weight" normalization inside each block.
+        skip_connections: output the sum of every block's residual branch (WaveNet) instead of
+            the last block's output.
+        return_sequences: return every step (B, T, filters) instead of the last (B, filters).
+
+    Call arguments:
+        inputs: (batch, steps, channels).
+        training: dropout and batch norm switch.
+
+    Example:
+        >>> tcn = TCN(16, kernel_size=3, dilations=(1, 2, 4))
+        >>> tcn.receptive_field
+        29
+        >>> tcn(keras.ops.ones((2, 28, 28))).shape
+        (2, 16)
+
+    Reference:
+        Bai, Kolter, Koltun. An Empirical Evaluation of Generic Convolutional and Recurrent
+        Networks for Sequence Modeling. arXiv:1803.01271, 2018.
+    """
+
+    def __init__(
+        self,
+        filters: int = 64,
+        kernel_size: int = 3,
+        dilations: list[int] | tuple[int, ...] = (1, 2, 4, 8),
+        stacks: int = 1,
+        dropout: float = 0.0,
+        activation: str = "relu",
+        norm: str = "none",
+        skip_connections: bool = False,
+        return_sequences: bool = False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.dilations = [int(d) for d in dilations]
+        self.stacks = stacks
+        self.dropout = dropout
+        self.activation = activation
+        self.norm = norm
+        self.skip_connections = skip_connections
+        self.return_sequences = return_sequences
+
+    @property
+    def receptive_field(self) -> int:
+        return receptive_field(self.kernel_size, self.dilations, self.stacks)
+
+    def build(self, input_shape):
+        self.blocks = []
+        shape = tuple(input_shape)
+        for s in range(self.stacks):
+            for d in self.dilations:
+                block = ResidualBlock(
+                    self.filters,
+                    self.kernel_size,
+                    d,
+                    self.dropout,
+                    self.activation,
+                    self.norm,
+                    name=f"block_s{s}_d{d}",
+                )
+                block.build(shape)
+                shape = block.compute_output_shape(shape)[0]
+                self.blocks.append(block)
+
+    def call(self, inputs, training=None):
+        x, skips = inputs, []
+        for block in self.blocks:
+            x, residual = block(x, training=training)
+            skips.append(residual)
+        if self.skip_connections:
+            x = ops.sum(ops.stack(skips), axis=0)
+        return x if self.return_sequences else x[:, -1, :]
+
+    def compute_output_shape(self, input_shape):
+        if self.return_sequences:
+            return (*input_shape[:-1], self.filters)
+        return (input_shape[0], self.filters)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "dilations": self.dilations,
+            "stacks": self.stacks,
+            "dropout": self.dropout,
+            "activation": self.activation,
+            "norm": self.norm,
+            "skip_connections": self.skip_connections,
+            "return_sequences": self.return_sequences,
+        }

@@ -1,0 +1,288 @@
+"""Train a model into a run directory, and evaluate a run directory on the test set.
+
+Run directory layout (everything `evaluate`, `--resume` and reports need):
+    config.yaml            resolved config (per-mode defaults filled in)
+    permutation.npy        pixel order, `permuted` mode only
+    model.keras            best epoch on validation accuracy;  last.keras: last epoch (resume)
+    history.csv            one row per epoch (CSVLogger), with epoch time and samples/s
+    summary.txt            model.summary()
+    metrics.json, confusion_matrix.csv/.png, truth_table.csv, training_curves.png
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from fashion_tcn import evaluate, report
+from fashion_tcn.config import Config, ConfigError, TrainConfig, load_config, save_config
+from fashion_tcn.data import CLASS_NAMES, Split, load_fashion_mnist
+from fashion_tcn.models import build_model
+from fashion_tcn.sequences import make_dataset, make_permutation, sequence_shape
+
+
+@dataclass
+class Splits:
+    """Arrays a run trains, validates and tests on, after limits and the validation split."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    provenance: dict
+
+
+def _subset(
+    split: Split, limit: int | None, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    if limit is None or limit >= len(split):
+        return split.images, split.labels
+    keep = np.sort(rng.permutation(len(split))[:limit])
+    return split.images[keep], split.labels[keep]
+
+
+def load_splits(cfg: Config) -> Splits:
+    """Real Fashion-MNIST, limited and split; the validation set comes from training data only."""
+    train, test = load_fashion_mnist(cfg.data.data_dir)
+    rng = np.random.default_rng(cfg.train.seed)
+    x, y = _subset(train, cfg.data.limit_train, rng)
+    x_test, y_test = _subset(test, cfg.data.limit_test, rng)
+    order = rng.permutation(len(x))
+    n_val = max(1, round(cfg.data.val_fraction * len(x)))
+    val, fit = order[:n_val], order[n_val:]
+    return Splits(
+        x[fit], y[fit], x[val], y[val], x_test, y_test, {"train": train.files, "test": test.files}
+    )
+
+
+def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    lr = cfg.lr
+    if cfg.schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(
+            cfg.lr, decay_steps=cfg.epochs * steps_per_epoch
+        )
+    common = {"learning_rate": lr, "clipnorm": cfg.clipnorm}
+    if cfg.weight_decay:
+        common["weight_decay"] = cfg.weight_decay
+    if cfg.optimizer == "sgd":
+        return keras.optimizers.SGD(momentum=cfg.momentum, nesterov=True, **common)
+    if cfg.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(momentum=cfg.momentum, **common)
+    optimizers = {
+        "adam": keras.optimizers.Adam,
+        "adamw": keras.optimizers.AdamW,
+        "nadam": keras.optimizers.Nadam,
+    }
+    return optimizers[cfg.optimizer](**common)
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Adds `epoch_time` (s) and `samples_per_s` to the logs that CSVLogger writes next."""
+
+    def __init__(self, samples: int):
+        super().__init__()
+        self.samples = samples
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self.start
+        logs["epoch_time"] = seconds
+        logs["samples_per_s"] = self.samples / seconds
+
+
+def default_run_dir(cfg: Config) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{stamp}-{cfg.model.kind}-{cfg.data.sequence}"
+
+
+def _seed_everything(seed: int) -> None:
+    keras.utils.set_random_seed(seed)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+def _read_history(run_dir: Path) -> list[dict]:
+    path = run_dir / "history.csv"
+    if not path.is_file():
+        return []
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def _permutation(cfg: Config, run_dir: Path) -> np.ndarray | None:
+    if cfg.data.sequence != "permuted":
+        return None
+    path = run_dir / "permutation.npy"
+    if not path.is_file():
+        np.save(path, make_permutation(cfg.train.seed))
+    return np.load(path)
+
+
+def train(
+    cfg: Config,
+    run_dir: Path | None = None,
+    *,
+    resume: bool = False,
+    verbose: int | str = "auto",
+    on_model: Callable[[keras.Model], None] | None = None,
+) -> tuple[Path, dict]:
+    """Fit, keep the best epoch on validation accuracy, test it once; returns (run_dir, metrics).
+
+    With `resume`, `run_dir` must hold an earlier run's `last.keras`: training continues from the
+    epoch after the last one logged, with the optimizer state saved in that file.
+    `on_model` sees the built model before fitting (the CLI prints its summary there).
+    """
+    cfg = cfg.resolved()
+    run_dir = run_dir or default_run_dir(cfg)
+    if resume:
+        if not (run_dir / "last.keras").is_file():
+            raise ConfigError(f"{run_dir}: nothing to resume (no last.keras)")
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        raise ConfigError(
+            f"{run_dir}: run directory exists and is not empty; choose another "
+            "--run-dir or continue it with --resume"
+        )
+    steps, features = sequence_shape(cfg.data.sequence)
+    _seed_everything(cfg.train.seed)
+    splits = load_splits(cfg)  # before touching the run dir, so bad data leaves nothing behind
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    (run_dir / "data.json").write_text(json.dumps(splits.provenance, indent=2))
+    permutation = _permutation(cfg, run_dir)
+
+    pixels = splits.x_train.astype("float32") / 255.0
+    if resume:
+        model = keras.saving.load_model(run_dir / "last.keras")
+        initial_epoch = len(_read_history(run_dir))
+    else:
+        model = build_model(cfg.model, steps, features, float(pixels.mean()), float(pixels.var()))
+        initial_epoch = 0
+    del pixels
+    train_ds = make_dataset(
+        splits.x_train,
+        splits.y_train,
+        cfg.data.sequence,
+        batch_size=cfg.train.batch_size,
+        permutation=permutation,
+        shuffle=True,
+        seed=cfg.train.seed,
+    )
+    val_ds = make_dataset(
+        splits.x_val,
+        splits.y_val,
+        cfg.data.sequence,
+        batch_size=cfg.train.batch_size,
+        permutation=permutation,
+    )
+    if not resume:
+        model.compile(
+            optimizer=make_optimizer(cfg.train, len(train_ds)),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+    with (run_dir / "summary.txt").open("w") as f:
+        model.summary(print_fn=lambda line, **_: f.write(line + "\n"))
+    if on_model is not None:
+        on_model(model)
+
+    # on resume the best-so-far checkpoint must only be replaced by a better epoch
+    best = max((float(row["val_accuracy"]) for row in _read_history(run_dir)), default=None)
+    callbacks = [
+        EpochTimer(len(splits.x_train)),
+        keras.callbacks.ModelCheckpoint(
+            run_dir / "model.keras",
+            monitor="val_accuracy",
+            save_best_only=True,
+            initial_value_threshold=best,
+        ),
+        keras.callbacks.ModelCheckpoint(run_dir / "last.keras"),
+        keras.callbacks.CSVLogger(run_dir / "history.csv", append=resume),
+        keras.callbacks.TerminateOnNaN(),
+    ]
+    if cfg.train.schedule == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=2))
+    if cfg.train.early_stopping:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_accuracy",
+                patience=cfg.train.early_stopping,
+                restore_best_weights=False,
+            )
+        )
+    if cfg.train.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(run_dir / "tensorboard"))
+
+    try:
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=cfg.train.epochs,
+            initial_epoch=initial_epoch,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+    except KeyboardInterrupt:  # keep the epochs already checkpointed and still test the best one
+        pass
+    if not (run_dir / "model.keras").is_file():
+        raise ConfigError(
+            f"{run_dir}: training stopped before the first epoch ended; nothing to test"
+        )
+    return run_dir, evaluate_run(run_dir, splits=splits)
+
+
+def evaluate_run(
+    run_dir: Path, data_dir: str | None = None, *, splits: Splits | None = None
+) -> dict:
+    """Test the run's best model once; (re)write metrics, tables and plots into `run_dir`."""
+    for name in ("config.yaml", "model.keras"):
+        if not (run_dir / name).is_file():
+            raise ConfigError(f"{run_dir}: not a run directory (no {name})")
+    cfg = load_config(run_dir / "config.yaml")
+    if data_dir is not None:
+        cfg.data.data_dir = data_dir
+    if splits is None:
+        splits = load_splits(cfg)
+    model = keras.saving.load_model(run_dir / "model.keras")
+    test_ds = make_dataset(
+        splits.x_test,
+        splits.y_test,
+        cfg.data.sequence,
+        batch_size=512,
+        permutation=_permutation(cfg, run_dir),
+    )
+    probs = model.predict(test_ds, verbose=0)
+    metrics = evaluate.compute_metrics(splits.y_test, probs, CLASS_NAMES)
+    history = _read_history(run_dir)
+    metrics.update(
+        run_dir=str(run_dir),
+        model=cfg.model.kind,
+        sequence=cfg.data.sequence,
+        parameters=model.count_params(),
+        epochs=len(history),
+        mean_epoch_time=float(np.mean([float(r["epoch_time"]) for r in history]))
+        if history
+        else None,
+        mean_samples_per_s=(
+            float(np.mean([float(r["samples_per_s"]) for r in history])) if history else None
+        ),
+        receptive_field=model.get_layer("tcn").receptive_field if cfg.model.kind == "tcn" else None,
+        test_set="full" if cfg.data.limit_test is None else f"random {len(splits.y_test)}",
+    )
+    evaluate.write_metrics(run_dir, metrics)
+    if history:
+        report.plot_history(run_dir / "history.csv", run_dir / "training_curves.png")
+    return metrics

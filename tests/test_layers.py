@@ -1,0 +1,96 @@
+"""The TCN layer: causality, receptive field, shapes, config and .keras round trips."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fashion_tcn.layers import TCN, CausalConv1D, ResidualBlock, covering_dilations, receptive_field
+
+NORMS = ["none", "batch", "layer", "weight"]
+
+
+def _sequence_model(**kwargs) -> keras.Model:
+    inputs = keras.Input((None, 3))
+    return keras.Model(inputs, TCN(return_sequences=True, **kwargs)(inputs))
+
+
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("skip", [False, True])
+def test_future_inputs_never_change_past_outputs(norm, skip):
+    model = _sequence_model(
+        filters=8, kernel_size=3, dilations=(1, 2, 4), norm=norm, skip_connections=skip
+    )
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 40, 3)).astype("float32")
+    before = model.predict(x, verbose=0)
+    for t in (0, 10, 25, 38):
+        changed = x.copy()
+        changed[:, t + 1 :] = rng.normal(size=changed[:, t + 1 :].shape)
+        after = model.predict(changed, verbose=0)
+        np.testing.assert_allclose(after[:, : t + 1], before[:, : t + 1], atol=1e-6)
+        assert not np.allclose(after[:, t + 1 :], before[:, t + 1 :])
+
+
+@pytest.mark.parametrize(
+    ("kernel_size", "dilations", "stacks"),
+    [(2, (1, 2, 4), 1), (3, (1, 2, 4, 8), 1), (5, (1, 3), 2), (7, (1,), 1)],
+)
+def test_receptive_field_formula_matches_gradient(kernel_size, dilations, stacks):
+    # linear activation: a ReLU that happens to be off would hide a step the structure can see
+    layer = TCN(4, kernel_size, dilations, stacks, activation="linear", return_sequences=True)
+    steps = layer.receptive_field + 20
+    x = tf.Variable(np.random.default_rng(1).normal(size=(1, steps, 2)).astype("float32"))
+    with tf.GradientTape() as tape:
+        last = layer(x)[:, -1, :]
+        total = tf.reduce_sum(last)
+    gradient = np.abs(tape.gradient(total, x).numpy()).sum(axis=(0, 2))
+    seen = np.flatnonzero(gradient > 0)
+    assert layer.receptive_field == receptive_field(kernel_size, list(dilations), stacks)
+    assert seen.min() == steps - layer.receptive_field  # exactly the field, not one step more
+    assert seen.max() == steps - 1
+    assert len(seen) == layer.receptive_field
+
+
+def test_covering_dilations_is_minimal():
+    assert covering_dilations(28, 3) == [1, 2, 4]
+    assert covering_dilations(784, 7) == [1, 2, 4, 8, 16, 32, 64]
+    assert receptive_field(7, [1, 2, 4, 8, 16, 32], 1) < 784
+
+
+def test_shapes_and_projection():
+    x = keras.ops.ones((2, 28, 5))
+    assert TCN(16, dilations=(1, 2))(x).shape == (2, 16)
+    assert TCN(16, dilations=(1, 2), return_sequences=True)(x).shape == (2, 28, 16)
+    block = ResidualBlock(16, 3, 1)
+    block(x)
+    assert block.shortcut is not None  # 5 -> 16 channels needs the 1x1 convolution
+    same = ResidualBlock(5, 3, 1)
+    same(x)
+    assert same.shortcut is None
+
+
+def test_weight_norm_kernel_has_gain_norm():
+    conv = CausalConv1D(6, 3, weight_norm=True)
+    conv.build((None, 10, 4))
+    conv.gain.assign(np.arange(1, 7, dtype="float32"))
+    norms = np.linalg.norm(keras.ops.convert_to_numpy(conv.effective_kernel()), axis=(0, 1))
+    np.testing.assert_allclose(norms, np.arange(1, 7), rtol=1e-5)
+
+
+def test_config_round_trip():
+    layer = TCN(12, 5, [1, 3, 9], 2, 0.2, "gelu", "layer", True, True, name="t")
+    clone = TCN.from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+    assert clone.dilations == [1, 3, 9]  # user dilations are kept as given
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_keras_file_round_trip_gives_identical_predictions(tmp_path, norm):
+    inputs = keras.Input((28, 28))
+    x = TCN(8, 3, (1, 2, 4), dropout=0.1, norm=norm, activation="swish")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
+    x = np.random.default_rng(2).random((4, 28, 28)).astype("float32")
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))

@@ -1,0 +1,64 @@
+"""Images to sequences: shapes, order, the permutation, and the tf.data pipeline."""
+
+import numpy as np
+import pytest
+
+from fashion_tcn.sequences import make_dataset, make_permutation, sequence_shape, to_sequences
+
+
+@pytest.fixture
+def images() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (5, 28, 28), dtype=np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("mode", "shape"),
+    [("rows", (28, 28)), ("columns", (28, 28)), ("pixels", (784, 1)), ("permuted", (784, 1))],
+)
+def test_shapes_and_range(images, mode, shape):
+    seqs = np.asarray(to_sequences(images, mode, make_permutation(0)))
+    assert sequence_shape(mode) == shape
+    assert seqs.shape == (5, *shape)
+    assert seqs.dtype == np.float32
+    assert seqs.min() >= 0 and seqs.max() <= 1
+
+
+def test_orders(images):
+    scaled = images / np.float32(255)
+    np.testing.assert_allclose(to_sequences(images, "rows")[:, 3], scaled[:, 3, :])
+    np.testing.assert_allclose(to_sequences(images, "columns")[:, 3], scaled[:, :, 3])
+    np.testing.assert_allclose(to_sequences(images, "pixels")[:, 28 * 2 + 5, 0], scaled[:, 2, 5])
+
+
+def test_permutation_is_fixed_and_invertible(images):
+    perm = make_permutation(7)
+    np.testing.assert_array_equal(perm, make_permutation(7))
+    assert not np.array_equal(perm, make_permutation(8))
+    assert sorted(perm) == list(range(784))
+    seqs = np.asarray(to_sequences(images, "permuted", perm))[..., 0]
+    restored = np.empty_like(seqs)
+    restored[:, perm] = seqs
+    np.testing.assert_allclose(restored.reshape(5, 28, 28), images / np.float32(255))
+
+
+def test_permuted_without_permutation_fails(images):
+    with pytest.raises(ValueError, match="permutation"):
+        to_sequences(images, "permuted")
+
+
+def test_dataset_batches_and_keeps_labels(images):
+    labels = np.arange(5)
+    batches = list(make_dataset(images, labels, "rows", batch_size=2))
+    assert [len(y) for _, y in batches] == [2, 2, 1]
+    np.testing.assert_array_equal(np.concatenate([y for _, y in batches]), labels)
+    assert batches[0][0].shape == (2, 28, 28)
+
+
+def test_shuffle_is_seeded(images):
+    labels = np.arange(5)
+
+    def order(seed):
+        ds = make_dataset(images, labels, "pixels", batch_size=5, shuffle=True, seed=seed)
+        return next(iter(ds))[1].numpy()
+
+    np.testing.assert_array_equal(order(3), order(3))
