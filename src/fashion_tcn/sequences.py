@@ -61,7 +61,7 @@ def make_dataset(
     seed: int = 0,
     augment: Augment | None = None,
 ) -> tf.data.Dataset:
-    """Batches of (sequence, label); augmentation, when given, runs on the images before sequencing."""
+    """Batches of (sequence, label); `augment` runs on the images, before sequencing."""
     dataset = tf.data.Dataset.from_tensor_slices((images, labels.astype("int32")))
     if shuffle:
         dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)

@@ -11,6 +11,7 @@ Run directory layout (everything `evaluate`, `--resume` and reports need):
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import time
@@ -226,7 +227,8 @@ def train(
     if cfg.train.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(run_dir / "tensorboard"))
 
-    try:
+    # Ctrl-C keeps the epochs already checkpointed, and the best one is still tested
+    with contextlib.suppress(KeyboardInterrupt):
         model.fit(
             train_ds,
             validation_data=val_ds,
@@ -235,8 +237,6 @@ def train(
             callbacks=callbacks,
             verbose=verbose,
         )
-    except KeyboardInterrupt:  # keep the epochs already checkpointed and still test the best one
-        pass
     if not (run_dir / "model.keras").is_file():
         raise ConfigError(
             f"{run_dir}: training stopped before the first epoch ended; nothing to test"
