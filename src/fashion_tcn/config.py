@@ -1,7 +1,8 @@
 """Typed run configuration: defaults, YAML/TOML files, flag overrides, validation.
 
 A run is fully described by one `Config`; the resolved copy (per-mode defaults filled in) is
-saved as `config.yaml` in every run directory, so `evaluate` and `--resume` rebuild exactly what was trained.
+saved as `config.yaml` in every run directory, so `evaluate` and `--resume` rebuild exactly
+what was trained.
 """
 
 from __future__ import annotations
