@@ -1,5 +1,7 @@
 """Config: defaults per mode, files, overrides and one-line validation errors."""
 
+from pathlib import Path
+
 import pytest
 
 from fashion_tcn.config import Config, ConfigError, load_config, override, save_config
@@ -78,3 +80,17 @@ def test_bad_files_name_the_file(tmp_path, text, words):
 def test_missing_file():
     with pytest.raises(ConfigError, match="not found"):
         load_config("/nonexistent/config.yaml")
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("*.*")))
+def test_shipped_configs_load(path):
+    cfg = load_config(path).resolved()
+    assert cfg.train.epochs >= 1 and cfg.model.filters >= 1
+
+
+def test_short_receptive_field_is_an_error_naming_the_cover():
+    cfg = override(Config(), {"data.sequence": "pixels", "model.dilations": [1, 2, 4]})
+    with pytest.raises(ConfigError, match=r"receptive field 85 .*784 steps.*1,2,4,8,16,32,64"):
+        cfg.resolved()
+    allowed = override(cfg, {"model.allow_short_receptive_field": True})
+    assert allowed.resolved().model.dilations == [1, 2, 4]

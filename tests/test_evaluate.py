@@ -169,7 +169,6 @@ def test_write_metrics_round_trips(tmp_path: Path) -> None:
         "metrics.json",
         "confusion_matrix.csv",
         "truth_table.csv",
-        "confusion_matrix.png",
     }
     assert all(path.is_file() and path.stat().st_size > 0 for path in paths)
 

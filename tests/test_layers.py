@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fashion_tcn.layers import TCN, CausalConv1D, ResidualBlock, covering_dilations, receptive_field
+from fashion_tcn.config import covering_dilations, receptive_field
+from fashion_tcn.layers import TCN, CausalConv1D, ResidualBlock
 
 NORMS = ["none", "batch", "layer", "weight"]
 

@@ -23,7 +23,7 @@ from fashion_tcn.config import (
     load_config,
     override,
 )
-from fashion_tcn.data import DataError
+from fashion_tcn.data import DataError, find_data_dir
 
 # flag -> config field; None values (flag not given) leave the config file's value alone
 OVERRIDES = {
@@ -132,6 +132,8 @@ def _train(args: argparse.Namespace) -> int:
     else:
         cfg = load_config(args.config) if args.config else Config()
     cfg = override(cfg, {field: getattr(args, flag) for flag, field in OVERRIDES.items()})
+    cfg = cfg.resolved()  # cross-field checks (receptive field) before anything slow
+    find_data_dir(cfg.data.data_dir)
     _quiet_tensorflow()
     from fashion_tcn.evaluate import format_metrics
     from fashion_tcn.train import train

@@ -32,6 +32,21 @@ def sequence_length(mode: str) -> int:
     return 28 if mode in ("rows", "columns") else 784
 
 
+def receptive_field(
+    kernel_size: int, dilations: list[int] | tuple[int, ...], stacks: int = 1
+) -> int:
+    """Steps the last TCN output can see: two convolutions per block, each adding (k - 1) * d."""
+    return 1 + 2 * (kernel_size - 1) * stacks * sum(dilations)
+
+
+def covering_dilations(length: int, kernel_size: int, stacks: int = 1) -> list[int]:
+    """The shortest 1, 2, 4, ... list whose receptive field covers `length` steps."""
+    dilations = [1]
+    while receptive_field(kernel_size, dilations, stacks) < length:
+        dilations.append(2 * dilations[-1])
+    return dilations
+
+
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
@@ -185,7 +200,23 @@ class Config:
             section = getattr(self, name)
             filled = {k: v for k, v in defaults[name].items() if getattr(section, k) is None}
             sections[name] = replace(section, **filled)
-        return replace(self, **sections)
+        cfg = replace(self, **sections)
+        cfg.check_receptive_field()
+        return cfg
+
+    def check_receptive_field(self) -> None:
+        """A TCN whose last step cannot see the first step is a mistake unless asked for."""
+        m, steps = self.model, sequence_length(self.data.sequence)
+        if m.kind != "tcn" or m.allow_short_receptive_field:
+            return
+        field = receptive_field(m.kernel_size, m.dilations, m.stacks)
+        cover = ",".join(map(str, covering_dilations(steps, m.kernel_size, m.stacks)))
+        _check(
+            field >= steps,
+            f"receptive field {field} is shorter than the sequence ({steps} steps): the last "
+            f"step cannot see the first; use dilations {cover} (kernel {m.kernel_size}, "
+            f"{m.stacks} stack(s)) or pass --allow-short-receptive-field",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

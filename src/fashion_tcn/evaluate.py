@@ -16,8 +16,6 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix
 
-from fashion_tcn.report import plot_confusion_matrix
-
 # Keras' epsilon and clipping for categorical cross-entropy, so the loss matches `model.evaluate`.
 _EPSILON = 1e-7
 
@@ -129,7 +127,7 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: Sequence
 
 
 def write_metrics(run_dir: Path, metrics: dict) -> list[Path]:
-    """Write metrics.json, confusion_matrix.csv, truth_table.csv and confusion_matrix.png."""
+    """Write metrics.json, confusion_matrix.csv and truth_table.csv (plots are report.py's)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     class_names = metrics["class_names"]
@@ -152,8 +150,7 @@ def write_metrics(run_dir: Path, metrics: dict) -> list[Path]:
         for row in metrics["truth_table"]:
             writer.writerow({**row, **{key: f"{row[key]:.4f}" for key in _RATE_COLUMNS}})
 
-    png_path = plot_confusion_matrix(cm, class_names, run_dir / "confusion_matrix.png")
-    return [json_path, cm_path, table_path, png_path]
+    return [json_path, cm_path, table_path]
 
 
 def _short_name(name: str, width: int = 10) -> str:

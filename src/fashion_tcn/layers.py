@@ -10,22 +10,9 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from fashion_tcn.config import receptive_field
+
 NORMS = ("none", "batch", "layer", "weight")
-
-
-def receptive_field(
-    kernel_size: int, dilations: list[int] | tuple[int, ...], stacks: int = 1
-) -> int:
-    """Steps the last output can see: two convolutions per block, each adding (k - 1) * d."""
-    return 1 + 2 * (kernel_size - 1) * stacks * sum(dilations)
-
-
-def covering_dilations(length: int, kernel_size: int, stacks: int = 1) -> list[int]:
-    """The shortest 1, 2, 4, ... list whose receptive field covers `length` steps."""
-    dilations = [1]
-    while receptive_field(kernel_size, dilations, stacks) < length:
-        dilations.append(2 * dilations[-1])
-    return dilations
 
 
 @keras.saving.register_keras_serializable(package="fashion_tcn")

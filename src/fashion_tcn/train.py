@@ -234,6 +234,7 @@ def train(
             validation_data=val_ds,
             epochs=cfg.train.epochs,
             initial_epoch=initial_epoch,
+            shuffle=False,  # tf.data shuffles, seeded
             callbacks=callbacks,
             verbose=verbose,
         )
@@ -283,6 +284,8 @@ def evaluate_run(
         test_set="full" if cfg.data.limit_test is None else f"random {len(splits.y_test)}",
     )
     evaluate.write_metrics(run_dir, metrics)
+    cm = np.asarray(metrics["confusion_matrix"])
+    report.plot_confusion_matrix(cm, CLASS_NAMES, run_dir / "confusion_matrix.png")
     if history:
         report.plot_history(run_dir / "history.csv", run_dir / "training_curves.png")
     return metrics

@@ -1,0 +1,77 @@
+"""Slow tier: the CLI on the real Fashion-MNIST (Debian's dataset-fashion-mnist or a download)."""
+
+import json
+
+import pytest
+
+from fashion_tcn.cli import main
+from fashion_tcn.data import CLASS_NAMES
+
+pytestmark = pytest.mark.slow
+
+ARTIFACTS = [
+    "config.yaml",
+    "data.json",
+    "model.keras",
+    "last.keras",
+    "history.csv",
+    "summary.txt",
+    "metrics.json",
+    "confusion_matrix.csv",
+    "confusion_matrix.png",
+    "truth_table.csv",
+    "training_curves.png",
+]
+
+
+def test_rows_tcn_learns_real_data(tmp_path, capsys):
+    run = tmp_path / "rows"
+    code = main(
+        [
+            "train",
+            "--limit-train",
+            "3000",
+            "--limit-test",
+            "1000",
+            "--epochs",
+            "2",
+            "--run-dir",
+            str(run),
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    for name in ARTIFACTS:
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["num_examples"] == 1000
+    assert metrics["accuracy"] >= 0.70, metrics["accuracy"]  # chance is 0.10
+    assert [row["class"] for row in metrics["truth_table"][:10]] == list(CLASS_NAMES)
+    provenance = json.loads((run / "data.json").read_text())
+    assert provenance["test"]["images_sha256"].startswith("5b4141f0")
+    out = capsys.readouterr().out
+    assert "Sneaker" in out and "accuracy" in out.lower()
+
+
+def test_pixels_tcn_runs_and_reports(tmp_path):
+    run = tmp_path / "pixels"
+    code = main(
+        [
+            "train",
+            "--sequence",
+            "pixels",
+            "--epochs",
+            "1",
+            "--limit-train",
+            "5000",
+            "--limit-test",
+            "1000",
+            "--run-dir",
+            str(run),
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["receptive_field"] >= 784
+    assert metrics["accuracy"] > 0.3, metrics["accuracy"]
