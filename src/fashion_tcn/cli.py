@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fashion_tcn.config import (
     ACTIVATIONS,
+    AUGMENT_PRESETS,
     NORMS,
     OPTIMIZERS,
     SCHEDULES,
@@ -53,6 +54,12 @@ OVERRIDES = {
     "early_stopping": "train.early_stopping",
     "tensorboard": "train.tensorboard",
     "seed": "train.seed",
+    "augment": "augment.preset",
+    "translate": "augment.translate",
+    "flip": "augment.flip",
+    "rotate": "augment.rotate",
+    "zoom": "augment.zoom",
+    "erase": "augment.erase",
 }
 
 
@@ -108,6 +115,13 @@ def _parser() -> argparse.ArgumentParser:
     opt.add_argument("--early-stopping", type=int, metavar="PATIENCE")
     opt.add_argument("--tensorboard", action="store_true", default=None)
     opt.add_argument("--seed", type=int)
+    aug = train.add_argument_group("augmentation (training batches only)")
+    aug.add_argument("--augment", choices=tuple(AUGMENT_PRESETS), help="preset (default none)")
+    aug.add_argument("--translate", type=float, help="max shift, fraction of the image")
+    aug.add_argument("--flip", type=float, help="probability of a horizontal flip")
+    aug.add_argument("--rotate", type=float, help="max rotation in degrees")
+    aug.add_argument("--zoom", type=float, help="max zoom, fraction")
+    aug.add_argument("--erase", type=float, help="probability of random erasing (cutout)")
 
     evaluate = commands.add_parser(
         "evaluate", help="test a run's best model, print and rewrite metrics"

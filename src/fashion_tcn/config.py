@@ -120,6 +120,41 @@ class ModelConfig:
             self.dilations = [int(d) for d in self.dilations]
 
 
+# Augmentation presets: image-space transforms for the training pipeline only (augment.py).
+AUGMENT_PRESETS: dict[str, dict[str, float]] = {
+    "none": {"translate": 0.0, "flip": 0.0, "rotate": 0.0, "zoom": 0.0, "erase": 0.0},
+    "light": {"translate": 0.08, "flip": 0.5, "rotate": 0.0, "zoom": 0.0, "erase": 0.0},
+    "strong": {"translate": 0.1, "flip": 0.5, "rotate": 10.0, "zoom": 0.1, "erase": 0.5},
+}
+
+
+@dataclass
+class AugmentConfig:
+    preset: str = "none"  # none | light | strong: fills every transform left unset
+    translate: float | None = None  # max shift as a fraction of 28 px (0.1 = 2.8 px), each axis
+    flip: float | None = None  # probability of a horizontal flip (clothes are left-right symmetric)
+    rotate: float | None = None  # max rotation in degrees, either way
+    zoom: float | None = None  # max zoom in or out, as a fraction
+    erase: float | None = None  # probability of erasing one random rectangle (cutout)
+
+    def __post_init__(self) -> None:
+        _check(
+            self.preset in AUGMENT_PRESETS,
+            f"unknown augment preset {self.preset!r}; choose from {', '.join(AUGMENT_PRESETS)}",
+        )
+        limits = {"translate": 0.5, "flip": 1.0, "rotate": 180.0, "zoom": 0.9, "erase": 1.0}
+        for name, top in limits.items():
+            value = getattr(self, name)
+            _check(
+                value is None or (math.isfinite(value) and 0 <= value <= top),
+                f"augment {name} must be in [0, {top:g}], got {value}",
+            )
+
+    @property
+    def active(self) -> bool:
+        return any(getattr(self, name) for name in AUGMENT_PRESETS["none"])
+
+
 @dataclass
 class TrainConfig:
     epochs: int | None = None  # None: the sequence mode's default
@@ -191,14 +226,19 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def resolved(self) -> Config:
-        """Fill every None that has a per-mode default, so the saved config is explicit."""
-        defaults = MODE_DEFAULTS[self.data.sequence]
+        """Fill every None that has a default (per mode, per preset), so the saved config is
+        explicit."""
+        defaults = {
+            **MODE_DEFAULTS[self.data.sequence],
+            "augment": AUGMENT_PRESETS[self.augment.preset],
+        }
         sections = {}
-        for name in ("model", "train"):
+        for name, values in defaults.items():
             section = getattr(self, name)
-            filled = {k: v for k, v in defaults[name].items() if getattr(section, k) is None}
+            filled = {k: v for k, v in values.items() if getattr(section, k) is None}
             sections[name] = replace(section, **filled)
         cfg = replace(self, **sections)
         cfg.check_receptive_field()
@@ -228,7 +268,12 @@ class Config:
             isinstance(raw, dict),
             f"{source}: expected a mapping of sections, got {type(raw).__name__}",
         )
-        kinds = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+        kinds = {
+            "data": DataConfig,
+            "model": ModelConfig,
+            "train": TrainConfig,
+            "augment": AugmentConfig,
+        }
         unknown = set(raw) - set(kinds)
         _check(
             not unknown,

@@ -24,6 +24,7 @@ import keras
 import numpy as np
 
 from fashion_tcn import evaluate, report
+from fashion_tcn.augment import make_augmenter
 from fashion_tcn.config import Config, ConfigError, TrainConfig, load_config, save_config
 from fashion_tcn.data import CLASS_NAMES, Split, load_fashion_mnist
 from fashion_tcn.models import build_model
@@ -181,6 +182,7 @@ def train(
         permutation=permutation,
         shuffle=True,
         seed=cfg.train.seed,
+        augment=make_augmenter(cfg.augment, cfg.train.seed),  # training batches only
     )
     val_ds = make_dataset(
         splits.x_val,
