@@ -15,6 +15,7 @@ from pathlib import Path
 from fashion_tcn.config import (
     ACTIVATIONS,
     AUGMENT_PRESETS,
+    MODEL_KINDS,
     NORMS,
     OPTIMIZERS,
     SCHEDULES,
@@ -42,6 +43,7 @@ OVERRIDES = {
     "activation": "model.activation",
     "norm": "model.norm",
     "skip_connections": "model.skip_connections",
+    "units": "model.units",
     "allow_short_receptive_field": "model.allow_short_receptive_field",
     "epochs": "train.epochs",
     "batch_size": "train.batch_size",
@@ -93,8 +95,9 @@ def _parser() -> argparse.ArgumentParser:
     data.add_argument("--limit-test", type=int, metavar="N", help="random N test images")
     data.add_argument("--val-fraction", type=float, help="share of training held out (0.1)")
     model = train.add_argument_group("model")
-    model.add_argument("--model", choices=("tcn",), help="architecture")
+    model.add_argument("--model", choices=MODEL_KINDS, help="architecture (tcn)")
     model.add_argument("--filters", type=int)
+    model.add_argument("--units", type=int, help="lstm/gru hidden units (default: ~70K params)")
     model.add_argument("--kernel-size", type=int)
     model.add_argument("--dilations", type=_dilations, help="e.g. 1,2,4,8")
     model.add_argument("--stacks", type=int)
@@ -146,6 +149,8 @@ def _train(args: argparse.Namespace) -> int:
     else:
         cfg = load_config(args.config) if args.config else Config()
     cfg = override(cfg, {field: getattr(args, flag) for flag, field in OVERRIDES.items()})
+    if cfg.model.kind == "cnn" and cfg.data.sequence != "rows":
+        print(f"note: the cnn reads the 28x28 image; --sequence {cfg.data.sequence} is ignored")
     cfg = cfg.resolved()  # cross-field checks (receptive field) before anything slow
     find_data_dir(cfg.data.data_dir)
     _quiet_tensorflow()

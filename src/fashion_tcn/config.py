@@ -16,7 +16,7 @@ import tomllib
 import yaml
 
 SEQUENCE_MODES = ("rows", "columns", "pixels", "permuted")
-MODEL_KINDS = ("tcn",)
+MODEL_KINDS = ("tcn", "lstm", "gru", "cnn")
 ACTIVATIONS = ("relu", "gelu", "elu", "selu", "tanh", "swish", "silu", "leaky_relu", "mish")
 NORMS = ("none", "batch", "layer", "weight")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam")
@@ -86,6 +86,7 @@ class ModelConfig:
     norm: str | None = None  # none | batch | layer | weight
     skip_connections: bool = False  # WaveNet-style sum of every block's output
     allow_short_receptive_field: bool = False  # train even if the last step cannot see step 0
+    units: int | None = None  # lstm/gru hidden units; None: sized to RNN_PARAMETERS (Bai et al.)
 
     def __post_init__(self) -> None:
         _check(
@@ -107,6 +108,7 @@ class ModelConfig:
             self.kernel_size is None or self.kernel_size >= 2,
             f"kernel_size must be >= 2, got {self.kernel_size}",
         )
+        _check(self.units is None or self.units >= 1, f"units must be >= 1, got {self.units}")
         _check(self.stacks >= 1, f"stacks must be >= 1, got {self.stacks}")
         _check(
             self.dropout is None or 0 <= self.dropout < 1,
@@ -240,6 +242,8 @@ class Config:
             section = getattr(self, name)
             filled = {k: v for k, v in values.items() if getattr(section, k) is None}
             sections[name] = replace(section, **filled)
+        if self.model.kind == "cnn":  # a 2-D convnet reads the image, whatever the sequence mode
+            sections["data"] = replace(self.data, sequence="rows")
         cfg = replace(self, **sections)
         cfg.check_receptive_field()
         return cfg

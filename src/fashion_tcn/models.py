@@ -1,4 +1,12 @@
-"""Classifiers built from a resolved `ModelConfig`: sequence in, 10 class probabilities out."""
+"""Classifiers built from a resolved `ModelConfig`: sequence in, 10 class probabilities out.
+
+One registry, one signature, so the TCN and its baselines share data, training and metrics:
+    tcn    the causal dilated residual TCN (layers.py)
+    lstm   one LSTM layer, sized to about RNN_PARAMETERS like the TCN it is compared with
+    gru    one GRU layer, sized the same way
+    cnn    a small 2-D convnet on the 28x28 image: a reference ceiling, not a sequence model
+Every model starts by standardising with the training set's mean and variance.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +16,40 @@ from fashion_tcn.config import ModelConfig
 from fashion_tcn.layers import TCN
 
 NUM_CLASSES = 10
+RNN_PARAMETERS = 70_000  # the Bai et al. (2018) budget for sequential MNIST
+
+
+def rnn_units(kind: str, features: int, budget: int = RNN_PARAMETERS) -> int:
+    """Largest hidden size whose recurrent layer plus classifier fits in `budget` parameters."""
+    gates = {"lstm": 4, "gru": 3}[kind]
+    extra_bias = 1 if kind == "gru" else 0  # Keras GRU (reset_after) has two bias vectors
+
+    def parameters(units: int) -> int:
+        cell = gates * (units * (units + features) + units * (1 + extra_bias))
+        return cell + (units + 1) * NUM_CLASSES
+
+    units = 1
+    while parameters(units + 1) <= budget:
+        units += 1
+    return units
+
+
+def _standardize(steps: int, features: int, mean: float, variance: float):
+    inputs = keras.Input((steps, features), name="sequence")
+    x = keras.layers.Normalization(mean=mean, variance=variance, name="standardize")(inputs)
+    return inputs, x
+
+
+def _classify(inputs, x, name: str) -> keras.Model:
+    outputs = keras.layers.Dense(NUM_CLASSES, activation="softmax", name="classifier")(x)
+    return keras.Model(inputs, outputs, name=name)
 
 
 def build_tcn(
     cfg: ModelConfig, steps: int, features: int, mean: float = 0.0, variance: float = 1.0
 ) -> keras.Model:
     """Input (steps, features) in [0, 1] -> standardise -> TCN -> last step -> Dense softmax."""
-    inputs = keras.Input((steps, features), name="sequence")
-    x = keras.layers.Normalization(mean=mean, variance=variance, name="standardize")(inputs)
+    inputs, x = _standardize(steps, features, mean, variance)
     x = TCN(
         cfg.filters,
         cfg.kernel_size,
@@ -27,11 +61,40 @@ def build_tcn(
         cfg.skip_connections,
         name="tcn",
     )(x)
-    outputs = keras.layers.Dense(NUM_CLASSES, activation="softmax", name="classifier")(x)
-    return keras.Model(inputs, outputs, name=f"tcn_{steps}x{features}")
+    return _classify(inputs, x, f"tcn_{steps}x{features}")
 
 
-BUILDERS = {"tcn": build_tcn}
+def build_rnn(
+    cfg: ModelConfig, steps: int, features: int, mean: float = 0.0, variance: float = 1.0
+) -> keras.Model:
+    """Standardise -> LSTM or GRU (last state) -> Dense softmax."""
+    units = cfg.units or rnn_units(cfg.kind, features)
+    layer = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[cfg.kind]
+    inputs, x = _standardize(steps, features, mean, variance)
+    x = layer(units, dropout=cfg.dropout or 0.0, name=cfg.kind)(x)
+    return _classify(inputs, x, f"{cfg.kind}_{steps}x{features}")
+
+
+def build_cnn(
+    cfg: ModelConfig, steps: int, features: int, mean: float = 0.0, variance: float = 1.0
+) -> keras.Model:
+    """Two conv-conv-pool stages (32 and 64 channels, batch norm) -> global pool -> Dense."""
+    if (steps, features) != (28, 28):
+        raise ValueError("the cnn reads 28x28 images (rows order)")
+    inputs, x = _standardize(steps, features, mean, variance)
+    x = keras.layers.Reshape((28, 28, 1))(x)
+    for width in (32, 64):
+        for _ in range(2):
+            x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False)(x)
+            x = keras.layers.BatchNormalization()(x)
+            x = keras.layers.Activation(cfg.activation)(x)
+        x = keras.layers.MaxPooling2D()(x)
+        x = keras.layers.Dropout(cfg.dropout or 0.0)(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return _classify(inputs, x, "cnn_28x28")
+
+
+BUILDERS = {"tcn": build_tcn, "lstm": build_rnn, "gru": build_rnn, "cnn": build_cnn}
 
 
 def build_model(
