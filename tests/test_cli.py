@@ -134,3 +134,28 @@ def test_bad_input_is_one_line_and_exit_2(args, words, tiny_data_dir):
 def test_unknown_option_exits_2():
     result = _cli("train", "--optimizer", "adagrad")
     assert result.returncode == 2 and "invalid choice" in result.stderr
+
+
+def test_ctrl_c_keeps_finished_epochs_and_tests_the_best(
+    tiny_data_dir, tmp_path, monkeypatch, capsys
+):
+    import fashion_tcn.train as train_module
+
+    original = train_module.EpochTimer.on_epoch_end
+
+    def interrupt_second_epoch(self, epoch, logs=None):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        original(self, epoch, logs)
+
+    monkeypatch.setattr(train_module.EpochTimer, "on_epoch_end", interrupt_second_epoch)
+    run = tmp_path / "interrupted"
+    code = main(
+        ["train", "--data-dir", str(tiny_data_dir), "--run-dir", str(run), "--epochs", "5", *SMALL]
+    )
+    assert code == 0
+    assert "interrupted" in capsys.readouterr().out
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 1
+    monkeypatch.undo()
+    assert main(["train", "--run-dir", str(run), "--resume", "--epochs", "2", "--quiet"]) == 0
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 2

@@ -155,15 +155,22 @@ def _train(args: argparse.Namespace) -> int:
     find_data_dir(cfg.data.data_dir)
     _quiet_tensorflow()
     from fashion_tcn.evaluate import format_metrics
-    from fashion_tcn.train import train
+    from fashion_tcn.train import default_run_dir, evaluate_run, train
 
-    run_dir, metrics = train(
-        cfg,
-        args.run_dir,
-        resume=args.resume,
-        verbose=0 if args.quiet else "auto",
-        on_model=_print_summary,
-    )
+    run_dir = args.run_dir or default_run_dir(cfg)
+    try:
+        run_dir, metrics = train(
+            cfg,
+            run_dir,
+            resume=args.resume,
+            verbose=0 if args.quiet else "auto",
+            on_model=_print_summary,
+        )
+    except KeyboardInterrupt:  # finished epochs are checkpointed: test the best one anyway
+        if not (run_dir / "model.keras").is_file():
+            raise
+        print("\ninterrupted: testing the best epoch so far (continue with --resume)")
+        metrics = evaluate_run(run_dir, cfg.data.data_dir)
     print(format_metrics(metrics))
     print(f"run directory: {run_dir}")
     return 0

@@ -11,11 +11,10 @@ Run directory layout (everything `evaluate`, `--resume` and reports need):
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -141,12 +140,17 @@ def train(
     resume: bool = False,
     verbose: int | str = "auto",
     on_model: Callable[[keras.Model], None] | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    test: bool = True,
 ) -> tuple[Path, dict]:
     """Fit, keep the best epoch on validation accuracy, test it once; returns (run_dir, metrics).
 
     With `resume`, `run_dir` must hold an earlier run's `last.keras`: training continues from the
     epoch after the last one logged, with the optimizer state saved in that file.
-    `on_model` sees the built model before fitting (the CLI prints its summary there).
+    `on_model` sees the built model before fitting (the CLI prints its summary there); extra
+    `callbacks` join the run's own (a sweep's pruner). With `test=False` the test set is left
+    alone and the metrics are the validation ones (`best_val_accuracy`).
+    A KeyboardInterrupt propagates; every finished epoch is already checkpointed by then.
     """
     cfg = cfg.resolved()
     run_dir = run_dir or default_run_dir(cfg)
@@ -203,9 +207,10 @@ def train(
         on_model(model)
 
     # on resume the best-so-far checkpoint must only be replaced by a better epoch
-    best = max((float(row["val_accuracy"]) for row in _read_history(run_dir)), default=None)
+    best = best_val_accuracy(run_dir)
     callbacks = [
         EpochTimer(len(splits.x_train)),
+        *callbacks,
         keras.callbacks.ModelCheckpoint(
             run_dir / "model.keras",
             monitor="val_accuracy",
@@ -229,22 +234,23 @@ def train(
     if cfg.train.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(run_dir / "tensorboard"))
 
-    # Ctrl-C keeps the epochs already checkpointed, and the best one is still tested
-    with contextlib.suppress(KeyboardInterrupt):
-        model.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=cfg.train.epochs,
-            initial_epoch=initial_epoch,
-            shuffle=False,  # tf.data shuffles, seeded
-            callbacks=callbacks,
-            verbose=verbose,
-        )
-    if not (run_dir / "model.keras").is_file():
-        raise ConfigError(
-            f"{run_dir}: training stopped before the first epoch ended; nothing to test"
-        )
+    model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=cfg.train.epochs,
+        initial_epoch=initial_epoch,
+        shuffle=False,  # tf.data shuffles, seeded
+        callbacks=callbacks,
+        verbose=verbose,
+    )
+    if not test:
+        return run_dir, {"best_val_accuracy": best_val_accuracy(run_dir)}
     return run_dir, evaluate_run(run_dir, splits=splits)
+
+
+def best_val_accuracy(run_dir: Path) -> float | None:
+    """The validation accuracy of the epoch saved as model.keras (None before the first epoch)."""
+    return max((float(row["val_accuracy"]) for row in _read_history(run_dir)), default=None)
 
 
 def evaluate_run(
