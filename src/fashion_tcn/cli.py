@@ -126,6 +126,34 @@ def _parser() -> argparse.ArgumentParser:
     aug.add_argument("--zoom", type=float, help="max zoom, fraction")
     aug.add_argument("--erase", type=float, help="probability of random erasing (cutout)")
 
+    sweep = commands.add_parser("sweep", help="Optuna search; each trial is a training run")
+    sweep.add_argument(
+        "--config", type=Path, help="base config (YAML/TOML) every trial starts from"
+    )
+    sweep.add_argument("--space", type=Path, help="search space file (default: the package's)")
+    sweep.add_argument(
+        "--trials", type=int, default=20, help="finished trials the study should hold"
+    )
+    sweep.add_argument("--storage", help="SQLAlchemy URL; default sqlite:///OUT/study.db")
+    sweep.add_argument("--study", default="fashion-tcn", help="study name (join or resume it)")
+    sweep.add_argument("--jobs", type=int, default=1, help="worker processes on this machine")
+    sweep.add_argument("--out", type=Path, default=Path("runs/sweep"), help="trials, tables, plots")
+    sweep.add_argument(
+        "--heartbeat",
+        type=int,
+        default=60,
+        help="seconds; a silent worker's trial fails after twice this",
+    )
+    sweep.add_argument("--data-dir")
+    sweep.add_argument("--sequence", choices=SEQUENCE_MODES)
+    sweep.add_argument("--limit-train", type=int, metavar="N")
+    sweep.add_argument("--limit-test", type=int, metavar="N")
+    sweep.add_argument("--epochs", type=int, help="fixes epochs (removes it from the space)")
+    sweep.add_argument(
+        "--batch-size", type=int, help="fixes batch size (removes it from the space)"
+    )
+    sweep.add_argument("--seed", type=int)
+
     evaluate = commands.add_parser(
         "evaluate", help="test a run's best model, print and rewrite metrics"
     )
@@ -138,7 +166,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _quiet_tensorflow() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # tf.data graph chatter is not for users
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -202,9 +230,88 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
+SWEEP_PINS = {"epochs": "epochs", "batch_size": "batch_size"}  # flag -> space parameter it fixes
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    if args.trials < 1 or args.jobs < 1:
+        raise ConfigError("--trials and --jobs must be >= 1")
+    base = load_config(args.config) if args.config else Config()
+    base = override(
+        base,
+        {
+            OVERRIDES[flag]: getattr(args, flag)
+            for flag in (
+                "data_dir",
+                "sequence",
+                "limit_train",
+                "limit_test",
+                "epochs",
+                "batch_size",
+                "seed",
+            )
+        },
+    )
+    from fashion_tcn.space import DEFAULT_SPACE, load_space
+
+    space = load_space(args.space or DEFAULT_SPACE, base)
+    find_data_dir(base.data.data_dir)
+    _quiet_tensorflow()
+    from fashion_tcn import sweep
+
+    space = [p for p in space if getattr(args, p.name, None) is None]  # flags pin parameters
+    args.out.mkdir(parents=True, exist_ok=True)
+    url = sweep.storage_url(args.storage, args.out)
+    print(
+        f"study {args.study!r} in {url}: {args.trials} trials, {args.jobs} worker(s), "
+        f"parameters {', '.join(p.name for p in space)}"
+    )
+    worker = (base, space, args.trials, args.out, url, args.study, args.heartbeat, _print_trial)
+    if args.jobs == 1:
+        sweep.run_worker(*worker)
+    else:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")  # TensorFlow does not survive fork
+        processes = [
+            context.Process(target=sweep.run_worker, args=worker) for _ in range(args.jobs)
+        ]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join()
+    result = sweep.finish(
+        sweep.open_study(sweep.make_storage(url, args.heartbeat), args.study), args.out
+    )
+    print(sweep.markdown_table(result["rows"]))
+    for name, where in result["plots"].items():
+        print(f"{name}: {where}")
+    if result["best"] is None:
+        print("no trial completed: nothing to test")
+        return 1
+    metrics = result["metrics"]
+    print(
+        f"best trial {result['best']}: val accuracy {result['val_accuracy']:.4f}, "
+        f"test accuracy {metrics['accuracy']:.4f} ({metrics['test_set']} test set)"
+    )
+    print(
+        f"best config: {result['best_config']} (fashion-tcn train --config {result['best_config']})"
+    )
+    return 0
+
+
+def _print_trial(trial) -> None:
+    value = "" if trial.value is None else f" val_accuracy={trial.value:.4f}"
+    note = trial.user_attrs.get("reason", "")
+    print(
+        f"trial {trial.number}: {trial.state.name}{value} {trial.params} {note}".rstrip(),
+        flush=True,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    command = {"train": _train, "evaluate": _evaluate, "data": _data}[args.command]
+    command = {"train": _train, "evaluate": _evaluate, "data": _data, "sweep": _sweep}[args.command]
     try:
         return command(args)
     except (ConfigError, DataError) as error:

@@ -1,0 +1,273 @@
+"""Hyper-parameter search with Optuna: every trial is a normal training run, scored on validation.
+
+The search space comes from space.py. The study
+lives in an Optuna storage: a SQLite file by default, or any SQLAlchemy URL (PostgreSQL) that
+workers on many machines share. The test set is touched once, for the best trial, at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import fcntl
+import hashlib
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import keras
+import optuna
+
+from fashion_tcn.config import Config, ConfigError, load_config, override, save_config
+from fashion_tcn.space import Param, to_overrides
+from fashion_tcn.train import best_val_accuracy, evaluate_run, train
+
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")  # we beat (below)
+optuna.logging.set_verbosity(optuna.logging.WARNING)  # the CLI prints each trial itself
+
+
+class PruningCallback(keras.callbacks.Callback):
+    """Reports validation accuracy each epoch and stops a trial the pruner gives up on."""
+
+    def __init__(self, trial: optuna.Trial):
+        super().__init__()
+        self.trial = trial
+        self.pruned_at: int | None = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.trial.report(float(logs["val_accuracy"]), epoch)
+        if self.trial.should_prune():
+            self.pruned_at = epoch
+            self.model.stop_training = True
+
+
+def storage_url(storage: str | None, out_dir: Path) -> str:
+    return storage or f"sqlite:///{(out_dir / 'study.db').resolve()}"
+
+
+@contextlib.contextmanager
+def claim_lock(url: str) -> Iterator[None]:
+    """Serialise "count trials, then ask for one" across workers so none overshoots the total.
+
+    SQLite: an flock beside the database file; PostgreSQL: an advisory lock on the study URL.
+    """
+    if url.startswith("sqlite:///"):
+        with open(url.removeprefix("sqlite:///") + ".lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+        return
+    if url.startswith("postgresql"):
+        import sqlalchemy
+
+        key = int.from_bytes(hashlib.sha256(url.encode()).digest()[:7], "big")
+        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            try:
+                yield
+            finally:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+        engine.dispose()
+        return
+    yield  # other databases: Optuna's own transactions only
+
+
+def make_storage(url: str, heartbeat: int = 60) -> optuna.storages.RDBStorage:
+    """A worker that dies mid-trial has its trial failed by the others once its heartbeat is
+    `2 * heartbeat` seconds old."""
+    return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat, grace_period=2 * heartbeat)
+
+
+def open_study(storage: optuna.storages.RDBStorage, name: str) -> optuna.Study:
+    """Create the study, or join it when it exists (another worker's, or an earlier run's)."""
+    return optuna.create_study(
+        storage=storage,
+        study_name=name,
+        direction="maximize",
+        load_if_exists=True,
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
+        sampler=optuna.samplers.TPESampler(),  # unseeded: parallel workers must not agree
+    )
+
+
+def _finished_or_running(study: optuna.Study) -> int:
+    states = (
+        optuna.trial.TrialState.COMPLETE,
+        optuna.trial.TrialState.PRUNED,
+        optuna.trial.TrialState.RUNNING,
+    )
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+@contextlib.contextmanager
+def keep_alive(storage: optuna.storages.RDBStorage, trial: optuna.Trial) -> Iterator[None]:
+    """Beat for the trial while it runs (ask-and-tell gets no beat from Optuna itself), so a
+    killed worker's trial goes stale and the other workers fail it and carry on."""
+    interval = storage.get_heartbeat_interval()
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.is_set():
+            storage.record_heartbeat(trial._trial_id)  # Optuna has no public trial id
+            stop.wait(interval)
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def run_worker(
+    base: Config,
+    space: list[Param],
+    trials: int,
+    out_dir: Path,
+    url: str,
+    name: str,
+    heartbeat: int = 60,
+    on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
+) -> None:
+    """Run trials until the study holds `trials` finished (or running) ones."""
+    with claim_lock(url):  # two workers creating the tables at once would collide
+        storage = make_storage(url, heartbeat)
+        study = open_study(storage, name)
+    while True:
+        with claim_lock(url):
+            optuna.storages.fail_stale_trials(study)  # trials of workers that died
+            if _finished_or_running(study) >= trials:
+                return
+            trial = study.ask()
+        with keep_alive(storage, trial):
+            state, value = _run_trial(trial, base, space, out_dir)
+        frozen = study.tell(trial, value, state=state)
+        if on_trial is not None:
+            on_trial(frozen)
+
+
+def _run_trial(
+    trial: optuna.Trial, base: Config, space: list[Param], out_dir: Path
+) -> tuple[optuna.trial.TrialState, float | None]:
+    params = {p.name: p.suggest(trial) for p in space}
+    run_dir = out_dir / "trials" / f"trial-{trial.number:04d}"
+    trial.set_user_attr("run_dir", str(run_dir))
+    try:
+        cfg = override(base, to_overrides(params)).resolved()
+    except ConfigError as error:  # e.g. a receptive field too short for the sequence
+        trial.set_user_attr("reason", str(error))
+        return optuna.trial.TrialState.PRUNED, None
+    pruner = PruningCallback(trial)
+    try:
+        train(cfg, run_dir, verbose=0, callbacks=[pruner], test=False)
+    except Exception as error:  # a failed trial must not end the study
+        trial.set_user_attr("reason", f"{type(error).__name__}: {error}".splitlines()[0])
+        return optuna.trial.TrialState.FAIL, None
+    if pruner.pruned_at is not None:
+        trial.set_user_attr("reason", f"pruned after epoch {pruner.pruned_at + 1}")
+        return optuna.trial.TrialState.PRUNED, None
+    return optuna.trial.TrialState.COMPLETE, best_val_accuracy(run_dir)
+
+
+def results_table(study: optuna.Study) -> list[dict]:
+    """Every trial, best validation accuracy first, with its parameters."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        rows.append(
+            {
+                "trial": t.number,
+                "state": t.state.name,
+                "val_accuracy": None if t.value is None else round(t.value, 4),
+                **t.params,
+                "note": t.user_attrs.get("reason", ""),
+            }
+        )
+    rows.sort(key=lambda r: (r["val_accuracy"] is None, -(r["val_accuracy"] or 0), r["trial"]))
+    return rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(rows: list[dict], out_dir: Path) -> tuple[Path, Path]:
+    with (out_dir / "trials.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
+        writer.writeheader()
+        writer.writerows(rows)
+    (out_dir / "trials.md").write_text(markdown_table(rows))
+    return out_dir / "trials.csv", out_dir / "trials.md"
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value).replace("|", "/")
+
+
+def write_plots(study: optuna.Study, out_dir: Path) -> dict[str, str]:
+    """Optimization history, parameter importances, score vs lr and batch size, as PNG.
+
+    Returns {plot name: path or the reason it was skipped (e.g. too few finished trials)}.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as optuna_plots
+
+    names = {p for t in study.trials for p in t.params}
+    plots = {
+        "optimization_history": lambda: optuna_plots.plot_optimization_history(study),
+        "param_importances": lambda: optuna_plots.plot_param_importances(study),
+        "score_vs_lr_batch": lambda: optuna_plots.plot_slice(
+            study, params=[p for p in ("lr", "batch_size") if p in names] or None
+        ),
+    }
+    written = {}
+    for name, draw in plots.items():
+        try:
+            axes = draw()
+            figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
+            figure.set_size_inches(9, 5)
+            figure.savefig(out_dir / f"{name}.png", dpi=100, bbox_inches="tight")
+            plt.close(figure)
+            written[name] = str(out_dir / f"{name}.png")
+        except Exception as error:  # Optuna refuses plots it has too little data for
+            written[name] = (
+                f"skipped: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
+            )
+    return written
+
+
+def finish(study: optuna.Study, out_dir: Path) -> dict:
+    """Table, plots, best config, and the one test-set evaluation of the best trial."""
+    rows = results_table(study)
+    write_table(rows, out_dir)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        return {"rows": rows, "plots": {}, "best": None}
+    plots = write_plots(study, out_dir)
+    best = study.best_trial
+    run_dir = Path(best.user_attrs["run_dir"])
+    best_cfg = load_config(run_dir / "config.yaml")
+    save_config(best_cfg, out_dir / "best.yaml")
+    metrics = evaluate_run(run_dir)
+    return {
+        "rows": rows,
+        "plots": plots,
+        "best": best.number,
+        "best_config": out_dir / "best.yaml",
+        "best_run": run_dir,
+        "val_accuracy": best.value,
+        "metrics": metrics,
+    }
