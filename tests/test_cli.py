@@ -15,6 +15,8 @@ ARTIFACTS = [
     "model.keras",
     "last.keras",
     "history.csv",
+    "predictions.npz",
+    "mistakes.npz",
     "summary.txt",
     "metrics.json",
     "confusion_matrix.csv",

@@ -207,3 +207,12 @@ def test_format_metrics_names_every_class_and_fits_a_terminal() -> None:
     cm_lines = text.split("Confusion matrix")[1].splitlines()[2:12]
     for line, counts in zip(cm_lines, metrics["confusion_matrix"], strict=True):
         assert [int(c) for c in line.split()[-10:]] == counts
+
+
+def test_confident_mistakes_are_wrong_and_sorted() -> None:
+    from fashion_tcn.evaluate import confident_mistakes
+
+    y = np.array([0, 1, 2, 0])
+    probs = np.array([[0.9, 0.1, 0], [0.8, 0.2, 0], [0.1, 0.3, 0.6], [0.2, 0.7, 0.1]])
+    assert confident_mistakes(y, probs).tolist() == [1, 3]
+    assert confident_mistakes(y, probs, k=1).tolist() == [1]

@@ -126,6 +126,13 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: Sequence
     }
 
 
+def confident_mistakes(y_true: np.ndarray, probs: np.ndarray, k: int = 24) -> np.ndarray:
+    """Indices of the `k` wrong predictions the model was surest of, surest first."""
+    predicted = probs.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != y_true)
+    return wrong[np.argsort(-probs[wrong].max(axis=1), kind="stable")[:k]]
+
+
 def write_metrics(run_dir: Path, metrics: dict) -> list[Path]:
     """Write metrics.json, confusion_matrix.csv and truth_table.csv (plots are report.py's)."""
     run_dir = Path(run_dir)

@@ -7,6 +7,8 @@ Run directory layout (everything `evaluate`, `--resume` and reports need):
     history.csv            one row per epoch (CSVLogger), with epoch time and samples/s
     summary.txt            model.summary()
     metrics.json, confusion_matrix.csv/.png, truth_table.csv, training_curves.png
+    predictions.npz        test labels and class probabilities
+    mistakes.npz           the most confident mistakes: images, labels, predictions, confidence
 """
 
 from __future__ import annotations
@@ -292,6 +294,15 @@ def evaluate_run(
         test_set="full" if cfg.data.limit_test is None else f"random {len(splits.y_test)}",
     )
     evaluate.write_metrics(run_dir, metrics)
+    np.savez_compressed(run_dir / "predictions.npz", labels=splits.y_test, probs=probs)
+    worst = evaluate.confident_mistakes(splits.y_test, probs)
+    np.savez_compressed(
+        run_dir / "mistakes.npz",
+        images=splits.x_test[worst],
+        labels=splits.y_test[worst],
+        predicted=probs[worst].argmax(axis=1),
+        confidence=probs[worst].max(axis=1),
+    )
     cm = np.asarray(metrics["confusion_matrix"])
     report.plot_confusion_matrix(cm, CLASS_NAMES, run_dir / "confusion_matrix.png")
     if history:
