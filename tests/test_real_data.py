@@ -2,10 +2,15 @@
 
 import json
 
+import keras
+import numpy as np
 import pytest
 
 from fashion_tcn.cli import main
-from fashion_tcn.data import CLASS_NAMES
+from fashion_tcn.data import CLASS_NAMES, load_fashion_mnist
+from fashion_tcn.models import step_predictions
+from fashion_tcn.sequences import to_sequences
+from fashion_tcn.stream import StreamingClassifier
 
 pytestmark = pytest.mark.slow
 
@@ -75,3 +80,10 @@ def test_pixels_tcn_runs_and_reports(tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["receptive_field"] >= 784
     assert metrics["accuracy"] > 0.3, metrics["accuracy"]
+
+    # streaming equals the full pass at every one of the 784 steps of real test images
+    model = keras.saving.load_model(run / "model.keras")
+    _, test = load_fashion_mnist()
+    pixels = np.asarray(to_sequences(test.images[:4], "pixels"))
+    streamed = StreamingClassifier(model, batch=4).run(pixels)
+    np.testing.assert_allclose(streamed, step_predictions(model, pixels), atol=1e-5)

@@ -212,6 +212,8 @@ class TCN(keras.layers.Layer):
     Call arguments:
         inputs: (batch, steps, channels).
         training: dropout and batch norm switch.
+        all_steps: return every step even when `return_sequences` is off: causality makes step
+            t's output the prediction after seeing steps 0..t (anytime prediction).
 
     Example:
         >>> tcn = TCN(16, kernel_size=3, dilations=(1, 2, 4))
@@ -271,14 +273,14 @@ class TCN(keras.layers.Layer):
                 shape = block.compute_output_shape(shape)[0]
                 self.blocks.append(block)
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, all_steps=False):
         x, skips = inputs, []
         for block in self.blocks:
             x, residual = block(x, training=training)
             skips.append(residual)
         if self.skip_connections:
             x = ops.sum(ops.stack(skips), axis=0)
-        return x if self.return_sequences else x[:, -1, :]
+        return x if self.return_sequences or all_steps else x[:, -1, :]
 
     def compute_output_shape(self, input_shape):
         if self.return_sequences:

@@ -11,6 +11,7 @@ Every model starts by standardising with the training set's mean and variance.
 from __future__ import annotations
 
 import keras
+import numpy as np
 
 from fashion_tcn.config import ModelConfig
 from fashion_tcn.layers import TCN
@@ -101,3 +102,11 @@ def build_model(
     cfg: ModelConfig, steps: int, features: int, mean: float = 0.0, variance: float = 1.0
 ) -> keras.Model:
     return BUILDERS[cfg.kind](cfg, steps, features, mean, variance)
+
+
+def step_predictions(model: keras.Model, sequences) -> np.ndarray:
+    """(B, T, F) -> (B, T, 10): a TCN classifier's prediction after each step, in one parallel
+    pass (causality: step t's output has seen steps 0..t only)."""
+    x = model.get_layer("standardize")(sequences)
+    x = model.get_layer("tcn")(x, all_steps=True)
+    return keras.ops.convert_to_numpy(model.get_layer("classifier")(x))

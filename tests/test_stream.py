@@ -1,0 +1,77 @@
+"""Streaming inference equals the full pass at every step."""
+
+import keras
+import numpy as np
+import pytest
+
+from fashion_tcn.config import ModelConfig
+from fashion_tcn.models import build_tcn, step_predictions
+from fashion_tcn.stream import StreamingClassifier
+
+
+def _model(norm: str, activation: str = "relu", skip: bool = False, steps: int = 60) -> keras.Model:
+    cfg = ModelConfig(
+        filters=6,
+        kernel_size=3,
+        dilations=[1, 2, 4],
+        dropout=0.1,
+        norm=norm,
+        activation=activation,
+        skip_connections=skip,
+    )
+    model = build_tcn(cfg, steps, 2, mean=0.4, variance=0.09)
+    rng = np.random.default_rng(0)
+    for layer in model.layers:  # non-trivial statistics, so batch norm is really exercised
+        for w in layer.weights:
+            if "moving_variance" in w.path:
+                w.assign(rng.uniform(0.5, 2.0, w.shape))
+            elif "moving_mean" in w.path or "gain" in w.path:
+                w.assign(rng.normal(size=w.shape))
+    return model
+
+
+@pytest.mark.parametrize("norm", ["none", "batch", "layer", "weight"])
+@pytest.mark.parametrize(
+    "activation", ["relu", "gelu", "elu", "selu", "tanh", "swish", "mish", "leaky_relu"]
+)
+def test_streaming_equals_full_pass(norm, activation):
+    model = _model(norm, activation)
+    x = np.random.default_rng(1).random((3, 60, 2)).astype("float32")
+    full = step_predictions(model, x)
+    np.testing.assert_allclose(full[:, -1], model.predict(x, verbose=0), atol=1e-6)
+    stream = StreamingClassifier(model, batch=3)
+    np.testing.assert_allclose(stream.run(x), full, atol=1e-5)
+
+
+def test_skip_connections_stream():
+    model = _model("layer", skip=True)
+    x = np.random.default_rng(2).random((2, 60, 2)).astype("float32")
+    np.testing.assert_allclose(
+        StreamingClassifier(model, 2).run(x), step_predictions(model, x), atol=1e-5
+    )
+
+
+def test_chunks_and_reset():
+    model = _model("layer")
+    x = np.random.default_rng(3).random((2, 60, 2)).astype("float32")
+    stream = StreamingClassifier(model, batch=2)
+    chunked = np.concatenate([stream.run(x[:, :25]), stream.run(x[:, 25:])], axis=1)
+    np.testing.assert_allclose(chunked, step_predictions(model, x), atol=1e-5)
+    stream.reset()
+    assert stream.steps_seen == 0
+    np.testing.assert_allclose(stream.run(x[:, :5]), chunked[:, :5], atol=1e-12)
+
+
+def test_flops_per_step_is_one_column_of_the_full_pass():
+    model = _model("none", steps=784)
+    stream = StreamingClassifier(model)
+    conv = 2 * 3 * 6 * 6  # kernel x in x out, 2 flops per multiply-add
+    first = 2 * 3 * 2 * 6 + 2 * 2 * 6  # first conv reads 2 features; 1x1 shortcut 2 -> 6
+    assert stream.flops_per_step() == first + 5 * conv + 2 * 6 * 10
+
+
+def test_non_tcn_model_is_refused():
+    inputs = keras.Input((5, 2))
+    model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(inputs)))
+    with pytest.raises(ValueError, match="TCN"):
+        StreamingClassifier(model)
