@@ -49,6 +49,9 @@ class _Conv:
         self.bias = keras.ops.convert_to_numpy(layer.bias).astype(np.float64)
         self.dilation = layer.dilation_rate
         self.history = layer.history
+        k = self.kernel.shape[0]
+        self.backs = np.arange(k - 1, 0, -1) * self.dilation  # steps back for taps 0..k-2
+        self.flat_kernel = self.kernel.reshape(-1, self.kernel.shape[2])  # one matmul per step
         self.buffer: np.ndarray | None = None  # (B, history, C_in)
         self.position = 0
 
@@ -58,15 +61,13 @@ class _Conv:
 
     def step(self, x: np.ndarray) -> np.ndarray:
         """x: (B, C_in) at step t -> (B, C_out); tap j sees x[t - (k - 1 - j) * d]."""
-        k = self.kernel.shape[0]
-        out = x @ self.kernel[k - 1] + self.bias
-        for j in range(k - 1):
-            back = (k - 1 - j) * self.dilation  # steps into the past
-            out += self.buffer[:, (self.position - back) % self.history] @ self.kernel[j]
-        if self.history:
-            self.buffer[:, self.position] = x
-            self.position = (self.position + 1) % self.history
-        return out
+        if not self.history:  # kernel 1: a pointwise layer
+            return x @ self.kernel[0] + self.bias
+        past = self.buffer[:, (self.position - self.backs) % self.history]  # (B, k - 1, C_in)
+        taps = np.concatenate([past, x[:, None]], axis=1).reshape(len(x), -1)
+        self.buffer[:, self.position] = x
+        self.position = (self.position + 1) % self.history
+        return taps @ self.flat_kernel + self.bias
 
     def flops(self) -> int:
         """Multiply-adds x 2 for one step of one sequence."""
