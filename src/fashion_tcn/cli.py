@@ -160,6 +160,22 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir", type=Path)
     evaluate.add_argument("--data-dir", help="folder with the IDX .gz files or Kaggle CSVs")
 
+    predict = commands.add_parser("predict", help="classify PNG/JPG images, CSV rows, .npy arrays")
+    predict.add_argument("run_dir", type=Path)
+    predict.add_argument("inputs", nargs="+", help="image files, Kaggle-style CSVs, .npy arrays")
+    predict.add_argument("--top", type=int, default=3, help="classes to show (3)")
+    predict.add_argument(
+        "--stream",
+        action="store_true",
+        help="show how the prediction changes as the sequence arrives (TCN)",
+    )
+    predict.add_argument("--json", action="store_true", help="machine-readable output")
+
+    export = commands.add_parser("export", help="SavedModel (TF Serving) or TFLite")
+    export.add_argument("run_dir", type=Path)
+    export.add_argument("--format", choices=("savedmodel", "tflite"), default="savedmodel")
+    export.add_argument("-o", "--out", type=Path, help="default: RUN_DIR/export/...")
+
     data_cmd = commands.add_parser("data", help="find (or download) and verify Fashion-MNIST")
     data_cmd.add_argument("--data-dir", help="folder with the IDX .gz files or Kaggle CSVs")
     return parser
@@ -217,6 +233,67 @@ def _evaluate(args: argparse.Namespace) -> int:
     from fashion_tcn.train import evaluate_run
 
     print(format_metrics(evaluate_run(args.run_dir, args.data_dir)))
+    return 0
+
+
+def _run_dir(path: Path) -> Path:
+    for name in ("config.yaml", "model.keras"):
+        if not (path / name).is_file():
+            raise ConfigError(f"{path}: not a run directory (no {name})")
+    return path
+
+
+def _predict(args: argparse.Namespace) -> int:
+    if args.top < 1:
+        raise ConfigError("--top must be >= 1")
+    _run_dir(args.run_dir)
+    _quiet_tensorflow()
+    import json
+
+    import numpy as np
+
+    from fashion_tcn.predict import Predictor, load_inputs, top_k
+
+    items = load_inputs(args.inputs)
+    predictor = Predictor(args.run_dir)
+    if args.stream and not predictor.can_stream():
+        raise ConfigError(
+            f"{args.run_dir}: --stream needs a TCN model, this is {predictor.cfg.model.kind}"
+        )
+    good = [item for item in items if item.error is None]
+    probs = predictor.probabilities(np.stack([i.image for i in good])) if good else []
+    results = dict(zip((id(i) for i in good), probs, strict=True))
+    records = []
+    for item in items:
+        if item.error is not None:
+            records.append({"input": item.name, "error": item.error})
+            continue
+        record = {"input": item.name, "top": top_k(results[id(item)], args.top)}
+        if args.stream:
+            record["stream"] = predictor.stream(item.image)
+        records.append(record)
+    if args.json:
+        print(json.dumps(records, indent=2))
+    for record in records:
+        if "error" in record:
+            print(f"fashion-tcn: error: {record['error']}", file=sys.stderr)
+        elif not args.json:
+            top = "  ".join(f"{r['class']} {r['probability']:.1%}" for r in record["top"])
+            print(f"{record['input']}: {top}")
+            for point in record.get("stream", []):
+                print(
+                    f"  after {point['fraction']:>4.0%} ({point['steps']:>3} steps): "
+                    f"{point['class']} {point['probability']:.1%}"
+                )
+    return 2 if any("error" in r for r in records) else 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    _run_dir(args.run_dir)
+    _quiet_tensorflow()
+    from fashion_tcn.predict import export
+
+    print(f"{args.format}: {export(args.run_dir, args.format, args.out)}")
     return 0
 
 
@@ -311,7 +388,14 @@ def _print_trial(trial) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    command = {"train": _train, "evaluate": _evaluate, "data": _data, "sweep": _sweep}[args.command]
+    command = {
+        "train": _train,
+        "evaluate": _evaluate,
+        "data": _data,
+        "sweep": _sweep,
+        "predict": _predict,
+        "export": _export,
+    }[args.command]
     try:
         return command(args)
     except (ConfigError, DataError) as error:

@@ -1,0 +1,200 @@
+"""User inputs -> Fashion-MNIST-like images -> predictions; and exports for serving.
+
+Inputs: PNG/JPG (any size and colour: grey, fitted into 28x28 keeping the aspect ratio, inverted
+when the background is light, since Fashion-MNIST is a light object on black), Kaggle-style CSV
+rows (785 columns with the label first, or 784 pixels), and .npy arrays ((28, 28), (N, 28, 28)
+or (N, 784); values 0..255, or 0..1 floats). One bad input never stops the others: it becomes an
+`InputError` in the list `load_inputs` returns.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from fashion_tcn.config import load_config
+from fashion_tcn.data import CLASS_NAMES
+from fashion_tcn.layers import TCN
+from fashion_tcn.sequences import to_sequences
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+EXPORT_FORMATS = ("savedmodel", "tflite")
+
+
+class InputError(ValueError):
+    """An input that cannot be read as an image; the message is one line naming it."""
+
+
+@dataclass
+class Item:
+    name: str  # file, or file:row / file[index] for multi-image inputs
+    image: np.ndarray | None  # (28, 28) uint8
+    error: str | None = None
+
+
+def fit_image(image: Image.Image) -> np.ndarray:
+    """Any picture -> (28, 28) uint8, light object on black, like Fashion-MNIST."""
+    grey = np.asarray(image.convert("L"), dtype=np.float32)
+    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    if border.mean() > 127:  # light background: invert
+        grey = 255.0 - grey
+    height, width = grey.shape
+    side = max(height, width)  # pad to a square with the background, then shrink
+    square = np.zeros((side, side), np.float32)
+    top, left = (side - height) // 2, (side - width) // 2
+    square[top : top + height, left : left + width] = grey
+    fitted = Image.fromarray(square.astype(np.uint8)).resize((28, 28), Image.Resampling.LANCZOS)
+    return np.asarray(fitted, dtype=np.uint8)
+
+
+def _from_array(values: np.ndarray, name: str) -> np.ndarray:
+    if not np.isfinite(values).all():
+        raise InputError(f"{name}: contains NaN or infinite values")
+    if values.size and values.max() <= 1.0 and np.issubdtype(values.dtype, np.floating):
+        values = values * 255.0
+    if values.size and (values.min() < 0 or values.max() > 255):
+        raise InputError(f"{name}: pixel values outside 0..255")
+    return np.round(values).astype(np.uint8).reshape(28, 28)
+
+
+def _read_image(path: Path) -> list[Item]:
+    try:
+        with Image.open(path) as image:
+            return [Item(str(path), fit_image(image))]
+    except (UnidentifiedImageError, OSError) as error:
+        raise InputError(f"{path}: not a readable image ({type(error).__name__})") from None
+
+
+def _read_csv(path: Path) -> list[Item]:
+    items = []
+    with path.open(newline="") as f:
+        for number, row in enumerate(csv.reader(f), start=1):
+            if not row or (number == 1 and not row[0].strip().lstrip("-").isdigit()):
+                continue  # blank line or header
+            name = f"{path}:{number}"
+            try:
+                if len(row) not in (784, 785):
+                    raise InputError(
+                        f"{name}: {len(row)} columns, expected 785 (label + 784 pixels) or 784"
+                    )
+                try:
+                    values = np.array(row[-784:], dtype=np.float64)
+                except ValueError:
+                    raise InputError(f"{name}: non-numeric cell") from None
+                items.append(Item(name, _from_array(values, name)))
+            except InputError as error:
+                items.append(Item(name, None, str(error)))
+    if not items:
+        raise InputError(f"{path}: no data rows")
+    return items
+
+
+def _read_npy(path: Path) -> list[Item]:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as error:
+        raise InputError(
+            f"{path}: not a readable .npy file ({str(error).splitlines()[0]})"
+        ) from None
+    if array.shape == (28, 28) or array.shape == (784,):
+        array = array[None]
+    if array.ndim < 2 or array.shape[1:] not in ((28, 28), (784,)) or len(array) == 0:
+        raise InputError(f"{path}: shape {array.shape}, expected (28, 28), (N, 28, 28) or (N, 784)")
+    if not np.issubdtype(array.dtype, np.number):
+        raise InputError(f"{path}: dtype {array.dtype} is not numeric")
+    return [
+        Item(f"{path}[{i}]", _from_array(a.astype(np.float64), f"{path}[{i}]"))
+        for i, a in enumerate(array)
+    ]
+
+
+def load_inputs(paths: list[str | Path]) -> list[Item]:
+    """Every input as images; unreadable ones carry their error instead of stopping the rest."""
+    items = []
+    for raw in paths:
+        path = Path(raw)
+        try:
+            if not path.is_file():
+                raise InputError(f"{path}: no such file")
+            if path.stat().st_size == 0:
+                raise InputError(f"{path}: empty file")
+            suffix = path.suffix.lower()
+            if suffix == ".csv":
+                items += _read_csv(path)
+            elif suffix == ".npy":
+                items += _read_npy(path)
+            else:
+                items += _read_image(path)  # decided by content, not only by suffix
+        except InputError as error:
+            items.append(Item(str(path), None, str(error)))
+    return items
+
+
+class Predictor:
+    """A run's best model with its sequence mode and permutation."""
+
+    def __init__(self, run_dir: Path):
+        self.cfg = load_config(run_dir / "config.yaml")
+        self.model = keras.saving.load_model(run_dir / "model.keras")
+        permutation = run_dir / "permutation.npy"
+        self.permutation = np.load(permutation) if permutation.is_file() else None
+
+    def sequences(self, images: np.ndarray) -> np.ndarray:
+        return np.asarray(to_sequences(images, self.cfg.data.sequence, self.permutation))
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """(N, 28, 28) uint8 -> (N, 10)."""
+        return self.model.predict(self.sequences(images), verbose=0)
+
+    def can_stream(self) -> bool:
+        return any(isinstance(layer, TCN) for layer in self.model.layers)
+
+    def stream(self, image: np.ndarray, fractions=(0.1, 0.25, 0.5, 0.75, 1.0)) -> list[dict]:
+        """How the prediction changes as the sequence arrives (exact, step by step)."""
+        from fashion_tcn.stream import StreamingClassifier
+
+        sequence = self.sequences(image[None])
+        trajectory = StreamingClassifier(self.model, batch=1).run(sequence)[0]  # (T, 10)
+        steps = len(trajectory)
+        out = []
+        for fraction in fractions:
+            t = max(1, round(fraction * steps))
+            probs = trajectory[t - 1]
+            out.append(
+                {
+                    "steps": t,
+                    "fraction": fraction,
+                    "class": CLASS_NAMES[probs.argmax()],
+                    "probability": float(probs.max()),
+                }
+            )
+        return out
+
+
+def top_k(probs: np.ndarray, k: int = 3) -> list[dict]:
+    order = np.argsort(-probs)[:k]
+    return [
+        {"class": CLASS_NAMES[i], "index": int(i), "probability": float(probs[i])} for i in order
+    ]
+
+
+def export(run_dir: Path, fmt: str, out: Path | None = None) -> Path:
+    """SavedModel (TF Serving; signature `serve`) or a TFLite flatbuffer of the run's model."""
+    import tensorflow as tf
+
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; choose from {', '.join(EXPORT_FORMATS)}")
+    model = keras.saving.load_model(run_dir / "model.keras")
+    saved = out if fmt == "savedmodel" and out else run_dir / "export" / "savedmodel"
+    model.export(str(saved), format="tf_saved_model", verbose=False)
+    if fmt == "savedmodel":
+        return saved
+    target = out or run_dir / "export" / "model.tflite"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(tf.lite.TFLiteConverter.from_saved_model(str(saved)).convert())
+    return target

@@ -1,0 +1,160 @@
+"""predict and export: user images, CSV rows, .npy arrays, streaming output, bad inputs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fashion_tcn.cli import main
+from fashion_tcn.data import load_fashion_mnist
+from fashion_tcn.predict import Predictor, fit_image, load_inputs
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_data_dir, tmp_path_factory):
+    run = tmp_path_factory.mktemp("predict") / "run"
+    assert (
+        main(
+            [
+                "train",
+                "--data-dir",
+                str(tiny_data_dir),
+                "--run-dir",
+                str(run),
+                "--epochs",
+                "3",
+                "--filters",
+                "8",
+                "--dilations",
+                "1,2,4",
+                "--lr",
+                "0.01",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    return run
+
+
+@pytest.fixture(scope="module")
+def samples(tiny_data_dir):
+    _, test = load_fashion_mnist(tiny_data_dir)
+    return test.images[:4], test.labels[:4]
+
+
+def test_fit_image_handles_size_colour_and_light_background():
+    # a dark T-shape on a white, wide RGB canvas: must come out light-on-black, 28x28
+    canvas = np.full((60, 120, 3), 255, np.uint8)
+    canvas[10:50, 40:80] = (20, 40, 200)
+    fitted = fit_image(Image.fromarray(canvas))
+    assert fitted.shape == (28, 28) and fitted.dtype == np.uint8
+    assert fitted[0, 0] == 0 and fitted[14, 14] > 150  # background black, object light
+
+
+def test_png_round_trip_of_a_dataset_image_keeps_its_prediction(run_dir, samples, tmp_path):
+    images, _ = samples
+    Image.fromarray(images[0]).save(tmp_path / "a.png")
+    item = load_inputs([tmp_path / "a.png"])[0]
+    np.testing.assert_array_equal(item.image, images[0])  # already 28x28 on black: unchanged
+    predictor = Predictor(run_dir)
+    np.testing.assert_allclose(
+        predictor.probabilities(item.image[None]), predictor.probabilities(images[:1]), atol=1e-6
+    )
+
+
+def test_predict_stream_on_a_test_image(run_dir, samples, tmp_path, capsys):
+    images, _ = samples
+    big = Image.fromarray(255 - images[1]).resize((112, 112)).convert("RGB")  # light background
+    big.save(tmp_path / "shirt.jpg")
+    assert main(["predict", str(run_dir), str(tmp_path / "shirt.jpg"), "--stream"]) == 0
+    out = capsys.readouterr().out
+    assert "shirt.jpg:" in out and "after 100%" in out and "after  10%" in out
+
+
+def test_json_csv_npy_and_bad_inputs_together(run_dir, samples, tmp_path, capsys):
+    images, labels = samples
+    csv_path = tmp_path / "rows.csv"
+    rows = [",".join(map(str, [labels[i], *images[i].ravel()])) for i in range(2)]
+    csv_path.write_text(
+        "label," + ",".join(f"p{i}" for i in range(784)) + "\n" + "\n".join(rows) + "\n1,2,3\n"
+    )
+    np.save(tmp_path / "batch.npy", images[:3].reshape(3, 784))
+    (tmp_path / "not-an-image.png").write_text("hello")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    code = main(
+        [
+            "predict",
+            str(run_dir),
+            str(csv_path),
+            str(tmp_path / "batch.npy"),
+            str(tmp_path / "not-an-image.png"),
+            str(tmp_path / "empty.jpg"),
+            str(tmp_path / "missing.png"),
+            "--json",
+            "--top",
+            "2",
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 2  # some inputs were bad ...
+    records = json.loads(captured.out)
+    good = [r for r in records if "top" in r]
+    assert len(good) == 5  # ... and the good ones were still predicted
+    assert all(len(r["top"]) == 2 for r in good)
+    assert good[0]["input"].endswith("rows.csv:2") and good[2]["input"].endswith("batch.npy[0]")
+    np.testing.assert_allclose(
+        good[0]["top"][0]["probability"], good[2]["top"][0]["probability"], rtol=1e-5
+    )  # same image
+    errors = [line for line in captured.err.splitlines() if line.startswith("fashion-tcn")]
+    assert len(errors) == 4
+    assert any("rows.csv:4: 3 columns" in e for e in errors)
+    assert any("not a readable image" in e for e in errors)
+    assert any("empty file" in e for e in errors)
+    assert any("no such file" in e for e in errors)
+
+
+def test_bad_npy_shapes(tmp_path):
+    np.save(tmp_path / "wrong.npy", np.zeros((2, 27, 28)))
+    np.save(tmp_path / "nan.npy", np.full((28, 28), np.nan))
+    items = load_inputs([tmp_path / "wrong.npy", tmp_path / "nan.npy"])
+    assert "shape (2, 27, 28)" in items[0].error and "NaN" in items[1].error
+
+
+@pytest.mark.parametrize("fmt", ["savedmodel", "tflite"])
+def test_exports_reload_with_the_same_predictions(run_dir, samples, tmp_path, fmt):
+    import tensorflow as tf
+
+    out = tmp_path / ("sm" if fmt == "savedmodel" else "m.tflite")
+    assert main(["export", str(run_dir), "--format", fmt, "--out", str(out)]) == 0
+    predictor = Predictor(run_dir)
+    x = predictor.sequences(samples[0])
+    expected = predictor.model.predict(x, verbose=0)
+    if fmt == "savedmodel":
+        loaded = tf.saved_model.load(str(out))  # keep a reference: serve() uses its variables
+        got = loaded.serve(x).numpy()
+    else:
+        interpreter = tf.lite.Interpreter(model_path=str(out))
+        index = interpreter.get_input_details()[0]["index"]
+        interpreter.resize_tensor_input(index, list(x.shape))
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(index, x)
+        interpreter.invoke()
+        got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_predict_on_a_missing_run_is_one_line_exit_2(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "fashion_tcn.cli", "predict", str(tmp_path), "x.png"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert result.returncode == 2 and "not a run directory" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
