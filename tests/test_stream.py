@@ -75,3 +75,55 @@ def test_non_tcn_model_is_refused():
     model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(inputs)))
     with pytest.raises(ValueError, match="TCN"):
         StreamingClassifier(model)
+
+
+def test_anytime_training_writes_the_curve_and_still_streams(tiny_data_dir, tmp_path):
+    import csv
+    import json
+
+    from fashion_tcn.cli import main
+    from fashion_tcn.predict import Predictor
+
+    run = tmp_path / "anytime"
+    assert (
+        main(
+            [
+                "train",
+                "--data-dir",
+                str(tiny_data_dir),
+                "--run-dir",
+                str(run),
+                "--epochs",
+                "2",
+                "--filters",
+                "8",
+                "--dilations",
+                "1,2,4",
+                "--anytime-loss",
+                "0.5",
+                "--lr",
+                "0.01",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    rows = list(csv.DictReader((run / "anytime.csv").open()))
+    assert [float(r["fraction"]) for r in rows] == pytest.approx(
+        [0.1 * i for i in range(1, 11)], abs=0.02
+    )
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert float(rows[-1]["accuracy"]) == pytest.approx(metrics["accuracy"])
+    model = keras.saving.load_model(run / "model.keras")
+    assert model.output_shape == (None, 28, 10)  # a prediction after every row
+    x = Predictor(run).sequences(np.zeros((2, 28, 28), np.uint8))
+    np.testing.assert_allclose(
+        StreamingClassifier(model, 2).run(x), model.predict(x, verbose=0), atol=1e-5
+    )
+
+
+def test_anytime_loss_needs_a_tcn():
+    from fashion_tcn.config import Config, ConfigError, override
+
+    with pytest.raises(ConfigError, match="anytime_loss needs a causal TCN"):
+        override(Config(), {"model.kind": "gru", "train.anytime_loss": 0.5}).resolved()

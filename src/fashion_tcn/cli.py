@@ -56,6 +56,7 @@ OVERRIDES = {
     "early_stopping": "train.early_stopping",
     "tensorboard": "train.tensorboard",
     "seed": "train.seed",
+    "anytime_loss": "train.anytime_loss",
     "augment": "augment.preset",
     "translate": "augment.translate",
     "flip": "augment.flip",
@@ -118,6 +119,12 @@ def _parser() -> argparse.ArgumentParser:
     opt.add_argument("--early-stopping", type=int, metavar="PATIENCE")
     opt.add_argument("--tensorboard", action="store_true", default=None)
     opt.add_argument("--seed", type=int)
+    opt.add_argument(
+        "--anytime-loss",
+        type=float,
+        metavar="WEIGHT",
+        help="also train the predictions made before the sequence ends (TCN)",
+    )
     aug = train.add_argument_group("augmentation (training batches only)")
     aug.add_argument("--augment", choices=tuple(AUGMENT_PRESETS), help="preset (default none)")
     aug.add_argument("--translate", type=float, help="max shift, fraction of the image")

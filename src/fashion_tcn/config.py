@@ -172,6 +172,8 @@ class TrainConfig:
     early_stopping: int = 0  # patience in epochs on val_accuracy; 0 = off
     tensorboard: bool = False
     seed: int = 0  # one seed for data split, permutation, init, shuffling, dropout
+    anytime_loss: float = 0.0  # weight of the mean loss over earlier steps (TCN only): good
+    #                            predictions before the whole sequence has arrived
 
     def __post_init__(self) -> None:
         _check(self.epochs is None or self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
@@ -251,6 +253,10 @@ class Config:
     def check_receptive_field(self) -> None:
         """A TCN whose last step cannot see the first step is a mistake unless asked for."""
         m, steps = self.model, sequence_length(self.data.sequence)
+        _check(
+            m.kind == "tcn" or not self.train.anytime_loss,
+            f"anytime_loss needs a causal TCN, not {m.kind}",
+        )
         if m.kind != "tcn" or m.allow_short_receptive_field:
             return
         field = receptive_field(m.kernel_size, m.dilations, m.stacks)

@@ -126,6 +126,23 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: Sequence
     }
 
 
+ANYTIME_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+def anytime_accuracy(
+    y_true: np.ndarray, probs_at: np.ndarray, steps: int, at: Sequence[int]
+) -> list[dict]:
+    """Accuracy of the predictions made after steps `at` (0-based) of a `steps`-long sequence.
+
+    probs_at: (N, len(at), C). One row per step: fraction of the sequence seen, steps, accuracy.
+    """
+    correct = probs_at.argmax(axis=-1) == np.asarray(y_true)[:, None]
+    return [
+        {"fraction": round((t + 1) / steps, 4), "steps": t + 1, "accuracy": float(acc)}
+        for t, acc in zip(at, correct.mean(axis=0), strict=True)
+    ]
+
+
 def confident_mistakes(y_true: np.ndarray, probs: np.ndarray, k: int = 24) -> np.ndarray:
     """Indices of the `k` wrong predictions the model was surest of, surest first."""
     predicted = probs.argmax(axis=1)
@@ -157,7 +174,15 @@ def write_metrics(run_dir: Path, metrics: dict) -> list[Path]:
         for row in metrics["truth_table"]:
             writer.writerow({**row, **{key: f"{row[key]:.4f}" for key in _RATE_COLUMNS}})
 
-    return [json_path, cm_path, table_path]
+    written = [json_path, cm_path, table_path]
+    if metrics.get("anytime"):
+        anytime_path = run_dir / "anytime.csv"
+        with open(anytime_path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["fraction", "steps", "accuracy"])
+            writer.writeheader()
+            writer.writerows(metrics["anytime"])
+        written.append(anytime_path)
+    return written
 
 
 def _short_name(name: str, width: int = 10) -> str:

@@ -282,6 +282,12 @@ class TCN(keras.layers.Layer):
             x = ops.sum(ops.stack(skips), axis=0)
         return x if self.return_sequences or all_steps else x[:, -1, :]
 
+    def compute_output_spec(self, inputs, training=None, all_steps=False):
+        """Symbolic output; `compute_output_shape` alone cannot see `all_steps`."""
+        steps = self.return_sequences or all_steps
+        shape = (*inputs.shape[:-1], self.filters) if steps else (inputs.shape[0], self.filters)
+        return keras.KerasTensor(shape, dtype=self.compute_dtype)
+
     def compute_output_shape(self, input_shape):
         if self.return_sequences:
             return (*input_shape[:-1], self.filters)

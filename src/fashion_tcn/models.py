@@ -47,9 +47,18 @@ def _classify(inputs, x, name: str) -> keras.Model:
 
 
 def build_tcn(
-    cfg: ModelConfig, steps: int, features: int, mean: float = 0.0, variance: float = 1.0
+    cfg: ModelConfig,
+    steps: int,
+    features: int,
+    mean: float = 0.0,
+    variance: float = 1.0,
+    anytime: bool = False,
 ) -> keras.Model:
-    """Input (steps, features) in [0, 1] -> standardise -> TCN -> last step -> Dense softmax."""
+    """Input (steps, features) in [0, 1] -> standardise -> TCN -> last step -> Dense softmax.
+
+    With `anytime` the classifier runs on every step: output (B, T, 10), the prediction after
+    each prefix, for training with `AnytimeLoss`; the last step is the usual prediction.
+    """
     inputs, x = _standardize(steps, features, mean, variance)
     x = TCN(
         cfg.filters,
@@ -61,7 +70,7 @@ def build_tcn(
         cfg.norm,
         cfg.skip_connections,
         name="tcn",
-    )(x)
+    )(x, all_steps=anytime)
     return _classify(inputs, x, f"tcn_{steps}x{features}")
 
 
@@ -99,14 +108,59 @@ BUILDERS = {"tcn": build_tcn, "lstm": build_rnn, "gru": build_rnn, "cnn": build_
 
 
 def build_model(
-    cfg: ModelConfig, steps: int, features: int, mean: float = 0.0, variance: float = 1.0
+    cfg: ModelConfig,
+    steps: int,
+    features: int,
+    mean: float = 0.0,
+    variance: float = 1.0,
+    anytime: bool = False,
 ) -> keras.Model:
+    if anytime:
+        return build_tcn(cfg, steps, features, mean, variance, anytime=True)
     return BUILDERS[cfg.kind](cfg, steps, features, mean, variance)
 
 
-def step_predictions(model: keras.Model, sequences) -> np.ndarray:
+@keras.saving.register_keras_serializable(package="fashion_tcn")
+class AnytimeLoss(keras.losses.Loss):
+    """Cross-entropy at the last step plus `weight` x its mean over all earlier steps.
+
+    y_true (B,) class ids; y_pred (B, T, 10) probabilities after each step.
+    """
+
+    def __init__(self, weight: float = 0.5, name: str = "anytime_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.weight = weight
+
+    def call(self, y_true, y_pred):
+        steps = keras.ops.shape(y_pred)[1]
+        labels = keras.ops.repeat(keras.ops.expand_dims(y_true, 1), steps, axis=1)
+        per_step = keras.losses.sparse_categorical_crossentropy(labels, y_pred)  # (B, T)
+        earlier = keras.ops.mean(per_step[:, :-1], axis=1)
+        return per_step[:, -1] + self.weight * earlier
+
+    def get_config(self):
+        return {**super().get_config(), "weight": self.weight}
+
+
+@keras.saving.register_keras_serializable(package="fashion_tcn")
+class LastStepAccuracy(keras.metrics.SparseCategoricalAccuracy):
+    """Accuracy of the final prediction of an anytime model (B, T, 10)."""
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(y_true, y_pred[:, -1], sample_weight)
+
+
+def final_probabilities(probs: np.ndarray) -> np.ndarray:
+    """(N, 10) from any classifier here; anytime models give (N, T, 10): take the last step."""
+    return probs[:, -1] if probs.ndim == 3 else probs
+
+
+def step_predictions(model: keras.Model, sequences, steps=None) -> np.ndarray:
     """(B, T, F) -> (B, T, 10): a TCN classifier's prediction after each step, in one parallel
-    pass (causality: step t's output has seen steps 0..t only)."""
+    pass (causality: step t's output has seen steps 0..t only). `steps` keeps only those
+    (0-based) step indices: (B, len(steps), 10)."""
     x = model.get_layer("standardize")(sequences)
     x = model.get_layer("tcn")(x, all_steps=True)
+    if steps is not None:
+        x = keras.ops.take(x, np.asarray(steps), axis=1)
     return keras.ops.convert_to_numpy(model.get_layer("classifier")(x))

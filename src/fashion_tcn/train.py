@@ -28,7 +28,13 @@ from fashion_tcn import evaluate, report
 from fashion_tcn.augment import make_augmenter
 from fashion_tcn.config import Config, ConfigError, TrainConfig, load_config, save_config
 from fashion_tcn.data import CLASS_NAMES, Split, load_fashion_mnist
-from fashion_tcn.models import build_model
+from fashion_tcn.models import (
+    AnytimeLoss,
+    LastStepAccuracy,
+    build_model,
+    final_probabilities,
+    step_predictions,
+)
 from fashion_tcn.sequences import make_dataset, make_permutation, sequence_shape
 
 
@@ -177,7 +183,14 @@ def train(
         model = keras.saving.load_model(run_dir / "last.keras")
         initial_epoch = len(_read_history(run_dir))
     else:
-        model = build_model(cfg.model, steps, features, float(pixels.mean()), float(pixels.var()))
+        model = build_model(
+            cfg.model,
+            steps,
+            features,
+            float(pixels.mean()),
+            float(pixels.var()),
+            anytime=cfg.train.anytime_loss > 0,
+        )
         initial_epoch = 0
     del pixels
     train_ds = make_dataset(
@@ -198,10 +211,13 @@ def train(
         permutation=permutation,
     )
     if not resume:
+        anytime = cfg.train.anytime_loss > 0
         model.compile(
             optimizer=make_optimizer(cfg.train, len(train_ds)),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
+            loss=AnytimeLoss(cfg.train.anytime_loss)
+            if anytime
+            else "sparse_categorical_crossentropy",
+            metrics=[LastStepAccuracy(name="accuracy") if anytime else "accuracy"],
         )
     with (run_dir / "summary.txt").open("w") as f:
         model.summary(print_fn=lambda line, **_: f.write(line + "\n"))
@@ -275,8 +291,13 @@ def evaluate_run(
         batch_size=512,
         permutation=_permutation(cfg, run_dir),
     )
-    probs = model.predict(test_ds, verbose=0)
+    probs = final_probabilities(model.predict(test_ds, verbose=0))
     metrics = evaluate.compute_metrics(splits.y_test, probs, CLASS_NAMES)
+    if cfg.model.kind == "tcn":  # causal: the prediction after 10%, 20%, ... of the sequence
+        steps = sequence_shape(cfg.data.sequence)[0]
+        at = [max(1, round(f * steps)) - 1 for f in evaluate.ANYTIME_FRACTIONS]
+        partial = np.concatenate([step_predictions(model, x, at) for x, _ in test_ds])
+        metrics["anytime"] = evaluate.anytime_accuracy(splits.y_test, partial, steps, at)
     history = _read_history(run_dir)
     metrics.update(
         run_dir=str(run_dir),
