@@ -17,6 +17,9 @@ ARTIFACTS = [
     "history.csv",
     "predictions.npz",
     "mistakes.npz",
+    "anytime.csv",
+    "anytime.png",
+    "report.html",
     "summary.txt",
     "metrics.json",
     "confusion_matrix.csv",
@@ -63,6 +66,13 @@ def test_train_writes_every_artifact_and_evaluate_agrees(tiny_data_dir, tmp_path
     assert metrics["num_examples"] == 100 and metrics["epochs"] == 2
     assert metrics["accuracy"] > 0.5  # the bands are easy: well above the 10% of chance
     assert sum(map(sum, metrics["confusion_matrix"])) == 100
+
+    (run / "report.html").unlink()
+    (run / "mistakes.npz").rename(tmp_path / "mistakes.npz")
+    assert main(["report", str(run)]) == 0
+    assert "mistakes.npz is missing" in capsys.readouterr().err
+    assert "mistakes.npz is missing" in (run / "report.html").read_text()
+    (tmp_path / "mistakes.npz").rename(run / "mistakes.npz")
 
     assert main(["evaluate", str(run)]) == 0
     again = json.loads((run / "metrics.json").read_text())
@@ -121,6 +131,8 @@ def test_existing_run_dir_is_never_overwritten(tiny_data_dir, tmp_path, capsys):
         (["train", "--dilations", "1,2", "--kernel-size", "2"], "receptive field"),
         (["train", "--config", "/nonexistent.yaml"], "not found"),
         (["evaluate", "/nonexistent"], "not a run directory"),
+        (["report", "/nonexistent"], "not a run directory"),
+        (["report", "/tmp", "/var"], "needs -o OUT"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, words, tiny_data_dir):

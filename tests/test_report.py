@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib.image
@@ -63,3 +65,20 @@ def test_plot_history_rejects_empty_file_naming_it(tmp_path: Path, content: str)
     with pytest.raises(ValueError, match=r"empty_history\.csv"):
         plot_history(history, tmp_path / "history.png")
     assert not (tmp_path / "history.png").exists()
+
+
+def test_plots_and_report_never_load_pyplot(tmp_path: Path) -> None:
+    """Headless by construction: no GUI backend is chosen, no global figure state is kept."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "history.csv").write_text("epoch,accuracy,loss\n0,0.6,1.1\n1,0.7,0.8\n")
+    code = (
+        "import sys, numpy as np\n"
+        "from fashion_tcn.report import build_report, plot_confusion_matrix, plot_history\n"
+        f"plot_history({str(run / 'history.csv')!r}, {str(tmp_path / 'h.png')!r})\n"
+        f"plot_confusion_matrix(np.eye(3), 'abc', {str(tmp_path / 'cm.png')!r})\n"
+        f"build_report([{str(run)!r}])\n"
+        "assert 'matplotlib.pyplot' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    assert (run / "report.html").is_file()

@@ -59,7 +59,7 @@ def test_tiny_sweep_end_to_end(tiny_data_dir, tmp_path, capsys):
     study = optuna.load_study(study_name="fashion-tcn", storage=f"sqlite:///{out / 'study.db'}")
     finished = [t for t in study.trials if t.state.is_finished()]
     assert len(study.trials) == len(finished) == 3
-    for name in ("trials.csv", "trials.md", "best.yaml", "optimization_history.png"):
+    for name in ("trials.csv", "trials.md", "best.yaml", "optimization_history.png", "report.html"):
         assert (out / name).is_file(), name
 
     best = load_config(out / "best.yaml")

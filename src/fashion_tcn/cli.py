@@ -183,6 +183,17 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=("savedmodel", "tflite"), default="savedmodel")
     export.add_argument("-o", "--out", type=Path, help="default: RUN_DIR/export/...")
 
+    report_cmd = commands.add_parser(
+        "report", help="write a self-contained HTML report of one run, or compare several"
+    )
+    report_cmd.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
+    report_cmd.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        help="HTML file to write (default RUN_DIR/report.html; required for several runs)",
+    )
+
     data_cmd = commands.add_parser("data", help="find (or download) and verify Fashion-MNIST")
     data_cmd.add_argument("--data-dir", help="folder with the IDX .gz files or Kaggle CSVs")
     return parser
@@ -223,7 +234,7 @@ def _train(args: argparse.Namespace) -> int:
         print("\ninterrupted: testing the best epoch so far (continue with --resume)")
         metrics = evaluate_run(run_dir, cfg.data.data_dir)
     print(format_metrics(metrics))
-    print(f"run directory: {run_dir}")
+    print(f"run directory: {run_dir}  (report: {run_dir / 'report.html'})")
     return 0
 
 
@@ -304,6 +315,25 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    if args.out is None and len(args.run_dirs) > 1:
+        raise ConfigError("a report on several runs needs -o OUT")
+    from fashion_tcn.report import build_report, missing_files
+
+    try:
+        for run_dir in args.run_dirs:
+            for name in missing_files(run_dir):
+                print(
+                    f"warning: {run_dir / name} is missing; the report shows what it can",
+                    file=sys.stderr,
+                )
+        out = build_report(args.run_dirs, args.out)
+    except ValueError as error:  # "RUN_DIR: not a run directory"
+        raise ConfigError(str(error)) from None
+    print(f"report: {out}")
+    return 0
+
+
 def _data(args: argparse.Namespace) -> int:
     from fashion_tcn.data import load_fashion_mnist
 
@@ -381,6 +411,7 @@ def _sweep(args: argparse.Namespace) -> int:
     print(
         f"best config: {result['best_config']} (fashion-tcn train --config {result['best_config']})"
     )
+    print(f"report: {result['report']}")
     return 0
 
 
@@ -402,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         "sweep": _sweep,
         "predict": _predict,
         "export": _export,
+        "report": _report,
     }[args.command]
     try:
         return command(args)

@@ -21,6 +21,7 @@ import keras
 import optuna
 
 from fashion_tcn.config import Config, ConfigError, load_config, override, save_config
+from fashion_tcn.report import build_report
 from fashion_tcn.space import Param, to_overrides
 from fashion_tcn.train import best_val_accuracy, evaluate_run, train
 
@@ -262,7 +263,11 @@ def finish(study: optuna.Study, out_dir: Path) -> dict:
     best_cfg = load_config(run_dir / "config.yaml")
     save_config(best_cfg, out_dir / "best.yaml")
     metrics = evaluate_run(run_dir)
+    # the best run (tested) first, then every completed trial's validation curves beside it
+    others = [Path(t.user_attrs["run_dir"]) for t in sorted(complete, key=lambda t: -t.value)]
+    report = build_report([run_dir, *[p for p in others if p != run_dir]], out_dir / "report.html")
     return {
+        "report": report,
         "rows": rows,
         "plots": plots,
         "best": best.number,

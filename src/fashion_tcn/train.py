@@ -9,6 +9,8 @@ Run directory layout (everything `evaluate`, `--resume` and reports need):
     metrics.json, confusion_matrix.csv/.png, truth_table.csv, training_curves.png
     predictions.npz        test labels and class probabilities
     mistakes.npz           the most confident mistakes: images, labels, predictions, confidence
+    anytime.csv/.png       TCN only: test accuracy after 10%, 20%, ... of the sequence
+    report.html            everything above on one self-contained page
 """
 
 from __future__ import annotations
@@ -328,4 +330,7 @@ def evaluate_run(
     report.plot_confusion_matrix(cm, CLASS_NAMES, run_dir / "confusion_matrix.png")
     if history:
         report.plot_history(run_dir / "history.csv", run_dir / "training_curves.png")
+    if metrics.get("anytime"):
+        report.plot_anytime(metrics["anytime"], run_dir / "anytime.png")
+    report.build_report([run_dir])
     return metrics
