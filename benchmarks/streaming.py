@@ -54,19 +54,25 @@ def main() -> None:
 
     stream_step = _best_of(whole_stream, args.repeats) / 784
 
-    print(f"model: {cfg.model.filters} filters, kernel {cfg.model.kernel_size}, dilations "
-          f"{cfg.model.dilations}, {variable.count_params():,} parameters, batch 1")
-    print("| step t | recompute FLOPs | stream FLOPs | FLOPs ratio | recompute ms | stream ms "
-          "| speed-up |")
+    print(
+        f"model: {cfg.model.filters} filters, kernel {cfg.model.kernel_size}, dilations "
+        f"{cfg.model.dilations}, {variable.count_params():,} parameters, batch 1"
+    )
+    print(
+        "| step t | recompute FLOPs | stream FLOPs | FLOPs ratio | recompute ms | stream ms "
+        "| speed-up |"
+    )
     print("|---|---|---|---|---|---|---|")
     for t in (98, 196, 392, 784):
         prefix = x[:, :t]
         variable.predict_on_batch(prefix)  # trace once per length
         recompute = _best_of(lambda p=prefix: variable.predict_on_batch(p), args.repeats)
         flops = t * per_step  # every layer recomputed at every step of the prefix
-        print(f"| {t} | {flops / 1e6:.1f} M | {per_step / 1e3:.1f} K | {flops / per_step:.0f}x "
-              f"| {recompute * 1e3:.2f} | {stream_step * 1e3:.3f} | "
-              f"{recompute / stream_step:.0f}x |")
+        print(
+            f"| {t} | {flops / 1e6:.1f} M | {per_step / 1e3:.1f} K | {flops / per_step:.0f}x "
+            f"| {recompute * 1e3:.2f} | {stream_step * 1e3:.3f} | "
+            f"{recompute / stream_step:.0f}x |"
+        )
 
 
 if __name__ == "__main__":

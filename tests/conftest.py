@@ -32,3 +32,24 @@ def tiny_data_dir(tmp_path_factory) -> Path:
         labels = np.arange(n) % 10
         write_csv(folder / f"fashion-mnist_{name}.csv", labels, fake_images(labels, seed))
     return folder
+
+
+@pytest.fixture(scope="session")
+def train_tiny(tiny_data_dir):
+    """`train_tiny(run_dir, *flags)`: `fashion-tcn train` on the tiny data, quietly; exit code."""
+    from fashion_tcn.cli import main
+
+    def run(run_dir: Path, *flags: str) -> int:
+        return main(
+            [
+                "train",
+                "--data-dir",
+                str(tiny_data_dir),
+                "--run-dir",
+                str(run_dir),
+                "--quiet",
+                *flags,
+            ]
+        )
+
+    return run

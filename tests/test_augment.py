@@ -78,7 +78,7 @@ def test_bad_values_rejected():
         _only(preset="wild")
 
 
-def test_augmentation_never_runs_at_evaluation(tiny_data_dir, tmp_path, monkeypatch):
+def test_augmentation_never_runs_at_evaluation(train_tiny, tiny_data_dir, tmp_path, monkeypatch):
     """Every dataset but the shuffled training one is built without an augmenter, and test
     accuracy equals the model's accuracy on the plain test images."""
     calls = []
@@ -90,23 +90,8 @@ def test_augmentation_never_runs_at_evaluation(tiny_data_dir, tmp_path, monkeypa
     monkeypatch.setattr(train_module, "make_dataset", recording)
     run = tmp_path / "aug"
     assert (
-        main(
-            [
-                "train",
-                "--data-dir",
-                str(tiny_data_dir),
-                "--run-dir",
-                str(run),
-                "--epochs",
-                "1",
-                "--augment",
-                "strong",
-                "--filters",
-                "8",
-                "--dilations",
-                "1,2,4",
-                "--quiet",
-            ]
+        train_tiny(
+            run, "--epochs", "1", "--augment", "strong", "--filters", "8", "--dilations", "1,2,4"
         )
         == 0
     )

@@ -41,22 +41,9 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_train_writes_every_artifact_and_evaluate_agrees(tiny_data_dir, tmp_path, capsys):
+def test_train_writes_every_artifact_and_evaluate_agrees(train_tiny, tmp_path, capsys):
     run = tmp_path / "run"
-    code = main(
-        [
-            "train",
-            "--data-dir",
-            str(tiny_data_dir),
-            "--run-dir",
-            str(run),
-            "--epochs",
-            "2",
-            "--lr",
-            "0.01",
-            *SMALL,
-        ]
-    )
+    code = train_tiny(run, "--epochs", "2", "--lr", "0.01", *SMALL)
     assert code == 0
     out = capsys.readouterr().out
     assert "Ankle boot" in out and "receptive field: 29" in out
@@ -84,27 +71,20 @@ def test_train_writes_every_artifact_and_evaluate_agrees(tiny_data_dir, tmp_path
     assert resumed["epochs"] == 3  # one more epoch appended to history.csv
 
 
-def test_permuted_run_keeps_its_permutation(tiny_data_dir, tmp_path):
+def test_permuted_run_keeps_its_permutation(train_tiny, tmp_path):
     run = tmp_path / "perm"
     assert (
-        main(
-            [
-                "train",
-                "--data-dir",
-                str(tiny_data_dir),
-                "--run-dir",
-                str(run),
-                "--epochs",
-                "1",
-                "--sequence",
-                "permuted",
-                "--kernel-size",
-                "7",
-                "--dilations",
-                "1,2,4,8,16,32,64",
-                *SMALL[:2],
-                "--quiet",
-            ]
+        train_tiny(
+            run,
+            "--epochs",
+            "1",
+            "--sequence",
+            "permuted",
+            "--kernel-size",
+            "7",
+            "--dilations",
+            "1,2,4,8,16,32,64",
+            *SMALL[:2],
         )
         == 0
     )

@@ -15,27 +15,10 @@ from fashion_tcn.predict import Predictor, fit_image, load_inputs
 
 
 @pytest.fixture(scope="module")
-def run_dir(tiny_data_dir, tmp_path_factory):
+def run_dir(train_tiny, tmp_path_factory):
     run = tmp_path_factory.mktemp("predict") / "run"
     assert (
-        main(
-            [
-                "train",
-                "--data-dir",
-                str(tiny_data_dir),
-                "--run-dir",
-                str(run),
-                "--epochs",
-                "3",
-                "--filters",
-                "8",
-                "--dilations",
-                "1,2,4",
-                "--lr",
-                "0.01",
-                "--quiet",
-            ]
-        )
+        train_tiny(run, "--epochs", "3", "--filters", "8", "--dilations", "1,2,4", "--lr", "0.01")
         == 0
     )
     return run

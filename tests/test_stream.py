@@ -77,34 +77,26 @@ def test_non_tcn_model_is_refused():
         StreamingClassifier(model)
 
 
-def test_anytime_training_writes_the_curve_and_still_streams(tiny_data_dir, tmp_path):
+def test_anytime_training_writes_the_curve_and_still_streams(train_tiny, tmp_path):
     import csv
     import json
 
-    from fashion_tcn.cli import main
     from fashion_tcn.predict import Predictor
 
     run = tmp_path / "anytime"
     assert (
-        main(
-            [
-                "train",
-                "--data-dir",
-                str(tiny_data_dir),
-                "--run-dir",
-                str(run),
-                "--epochs",
-                "2",
-                "--filters",
-                "8",
-                "--dilations",
-                "1,2,4",
-                "--anytime-loss",
-                "0.5",
-                "--lr",
-                "0.01",
-                "--quiet",
-            ]
+        train_tiny(
+            run,
+            "--epochs",
+            "2",
+            "--filters",
+            "8",
+            "--dilations",
+            "1,2,4",
+            "--anytime-loss",
+            "0.5",
+            "--lr",
+            "0.01",
         )
         == 0
     )
