@@ -344,9 +344,6 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
-SWEEP_PINS = {"epochs": "epochs", "batch_size": "batch_size"}  # flag -> space parameter it fixes
-
-
 def _sweep(args: argparse.Namespace) -> int:
     if args.trials < 1 or args.jobs < 1:
         raise ConfigError("--trials and --jobs must be >= 1")
