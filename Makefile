@@ -6,14 +6,23 @@ VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test test-fast lint data venv clean
+# Debian packages the tests need beyond the data: a PostgreSQL server (sweep workers sharing a
+# study) and Chromium with a monospace font (the report's browser test).
+TEST_PACKAGES := postgresql chromium fonts-dejavu-core
+
+.PHONY: demo test test-fast lint data test-system venv clean
 
 demo: data
 	$(BIN)/fashion-tcn train
 
-test: data
+test: data test-system
 	$(BIN)/pytest -m "not slow"
 	$(BIN)/pytest -m slow
+
+test-system:
+	@dpkg -s $(TEST_PACKAGES) >/dev/null 2>&1 || { \
+	  $(SUDO) apt-get install -y -qq $(TEST_PACKAGES) || \
+	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $(TEST_PACKAGES); }; }
 
 test-fast: venv
 	$(BIN)/pytest
