@@ -4,6 +4,7 @@ import json
 
 import keras
 import numpy as np
+from PIL import Image
 import pytest
 
 from fashion_tcn.cli import main
@@ -58,7 +59,7 @@ def test_rows_tcn_learns_real_data(tmp_path, capsys):
     assert "Sneaker" in out and "accuracy" in out.lower()
 
 
-def test_pixels_tcn_runs_and_reports(tmp_path):
+def test_pixels_tcn_runs_and_reports(tmp_path, capsys):
     run = tmp_path / "pixels"
     code = main(
         [
@@ -87,3 +88,11 @@ def test_pixels_tcn_runs_and_reports(tmp_path):
     pixels = np.asarray(to_sequences(test.images[:4], "pixels"))
     streamed = StreamingClassifier(model, batch=4).run(pixels)
     np.testing.assert_allclose(streamed, step_predictions(model, pixels), atol=1e-5)
+
+    # predict --stream on a PNG made from a real test image, enlarged onto a light background
+    picture = Image.fromarray(255 - test.images[0]).resize((140, 140)).convert("RGB")
+    picture.save(tmp_path / "sample.png")
+    capsys.readouterr()
+    assert main(["predict", str(run), str(tmp_path / "sample.png"), "--stream"]) == 0
+    out = capsys.readouterr().out
+    assert "sample.png:" in out and out.count("after") == 5
