@@ -4,8 +4,8 @@ import json
 
 import keras
 import numpy as np
-from PIL import Image
 import pytest
+from PIL import Image
 
 from fashion_tcn.cli import main
 from fashion_tcn.data import CLASS_NAMES, load_fashion_mnist
