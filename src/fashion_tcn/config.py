@@ -205,10 +205,10 @@ MODE_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
             "filters": 64,
             "kernel_size": 3,
             "dilations": [1, 2, 4, 8],
-            "dropout": 0.1,
-            "norm": "layer",
+            "dropout": 0.2,
+            "norm": "weight",
         },
-        "train": {"epochs": 15},
+        "train": {"epochs": 20},
     },
     "pixels": {
         "model": {
