@@ -53,9 +53,9 @@ def main() -> None:
         pipeline = len(x) / (time.perf_counter() - start)
         model = build_model(cfg.model, *sequence_shape(cfg.data.sequence), 0.29, 0.12)
         model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-        model.fit(dataset, epochs=1, verbose=0)  # warm-up: tracing, caches
+        model.fit(dataset, epochs=1, verbose=0, shuffle=False)  # warm-up: tracing, caches
         start = time.perf_counter()
-        model.fit(dataset, epochs=1, verbose=0)
+        model.fit(dataset, epochs=1, verbose=0, shuffle=False)
         training = len(x) / (time.perf_counter() - start)
         baseline = baseline or training
         print(f"| {preset} | {pipeline:,.0f} | {training:,.0f} | {training / baseline:.2f}x |")
