@@ -27,7 +27,17 @@ ARTIFACTS = [
     "truth_table.csv",
     "training_curves.png",
 ]
-SMALL = ["--filters", "8", "--dilations", "1,2,4", "--dropout", "0", "--batch-size", "32", "--quiet"]
+SMALL = [
+    "--filters",
+    "8",
+    "--dilations",
+    "1,2,4",
+    "--dropout",
+    "0",
+    "--batch-size",
+    "32",
+    "--quiet",
+]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

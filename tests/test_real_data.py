@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 from PIL import Image
+from test_cli import ARTIFACTS  # one list of what a run directory holds
 
 from fashion_tcn.cli import main
 from fashion_tcn.data import CLASS_NAMES, load_fashion_mnist
@@ -14,20 +15,6 @@ from fashion_tcn.sequences import to_sequences
 from fashion_tcn.stream import StreamingClassifier
 
 pytestmark = pytest.mark.slow
-
-ARTIFACTS = [
-    "config.yaml",
-    "data.json",
-    "model.keras",
-    "last.keras",
-    "history.csv",
-    "summary.txt",
-    "metrics.json",
-    "confusion_matrix.csv",
-    "confusion_matrix.png",
-    "truth_table.csv",
-    "training_curves.png",
-]
 
 
 def test_rows_tcn_learns_real_data(tmp_path, capsys):

@@ -20,6 +20,23 @@ from fashion_tcn.config import Config, ConfigError, load_config
 TINY = ["--epochs", "1", "--batch-size", "64"]
 
 
+def _sweep(tiny_data_dir: Path, out: Path, space: Path, *flags: str) -> int:
+    """`fashion-tcn sweep` on the tiny data, 1 epoch per trial; exit code."""
+    return main(
+        [
+            "sweep",
+            "--space",
+            str(space),
+            "--out",
+            str(out),
+            "--data-dir",
+            str(tiny_data_dir),
+            *TINY,
+            *flags,
+        ]
+    )
+
+
 def _space(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "space.yaml"
     path.write_text(text)
@@ -38,20 +55,7 @@ activation: [relu, gelu]
 def test_tiny_sweep_end_to_end(tiny_data_dir, tmp_path, capsys):
     out = tmp_path / "sweep"
     space = _space(tmp_path, SMALL_SPACE)
-    code = main(
-        [
-            "sweep",
-            "--trials",
-            "3",
-            "--space",
-            str(space),
-            "--out",
-            str(out),
-            "--data-dir",
-            str(tiny_data_dir),
-            *TINY,
-        ]
-    )
+    code = _sweep(tiny_data_dir, out, space, "--trials", "3")
     assert code == 0
     printed = capsys.readouterr().out
     assert "best trial" in printed and "| trial | state | val_accuracy |" in printed
@@ -71,23 +75,7 @@ def test_tiny_sweep_end_to_end(tiny_data_dir, tmp_path, capsys):
     assert json.loads((run / "metrics.json").read_text())["accuracy"] >= 0
 
     # re-running resumes the study: two more trials make five
-    assert (
-        main(
-            [
-                "sweep",
-                "--trials",
-                "5",
-                "--space",
-                str(space),
-                "--out",
-                str(out),
-                "--data-dir",
-                str(tiny_data_dir),
-                *TINY,
-            ]
-        )
-        == 0
-    )
+    assert _sweep(tiny_data_dir, out, space, "--trials", "5") == 0
     study = optuna.load_study(study_name="fashion-tcn", storage=f"sqlite:///{out / 'study.db'}")
     assert len(study.trials) == 5
 
@@ -95,23 +83,7 @@ def test_tiny_sweep_end_to_end(tiny_data_dir, tmp_path, capsys):
 def test_short_receptive_field_trials_are_pruned_with_a_reason(tiny_data_dir, tmp_path):
     out = tmp_path / "rf"
     space = _space(tmp_path, "levels: [1]\nkernel_size: [2]\n")  # field 3 < 28 rows
-    assert (
-        main(
-            [
-                "sweep",
-                "--trials",
-                "2",
-                "--space",
-                str(space),
-                "--out",
-                str(out),
-                "--data-dir",
-                str(tiny_data_dir),
-                *TINY,
-            ]
-        )
-        == 1
-    )  # nothing completed
+    assert _sweep(tiny_data_dir, out, space, "--trials", "2") == 1  # nothing completed
     study = optuna.load_study(study_name="fashion-tcn", storage=f"sqlite:///{out / 'study.db'}")
     assert [t.state.name for t in study.trials] == ["PRUNED", "PRUNED"]
     assert "receptive field" in study.trials[0].user_attrs["reason"]
@@ -301,3 +273,12 @@ def postgres_url():
 
 def test_two_workers_postgresql(tiny_data_dir, tmp_path, postgres_url):
     _two_workers_share_one_study(tiny_data_dir, tmp_path, postgres_url)
+
+
+def test_jobs_start_worker_processes(tiny_data_dir, tmp_path, capsys):
+    out = tmp_path / "jobs"
+    space = _space(tmp_path, SMALL_SPACE)
+    assert _sweep(tiny_data_dir, out, space, "--trials", "2", "--jobs", "2") == 0
+    study = optuna.load_study(study_name="fashion-tcn", storage=f"sqlite:///{out / 'study.db'}")
+    assert sorted(t.number for t in study.trials) == [0, 1]
+    assert "2 worker(s)" in capsys.readouterr().out
