@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from fashion_tcn.cli import main
@@ -163,3 +164,14 @@ def test_ctrl_c_keeps_finished_epochs_and_tests_the_best(
     monkeypatch.undo()
     assert main(["train", "--run-dir", str(run), "--resume", "--epochs", "2", "--quiet"]) == 0
     assert json.loads((run / "metrics.json").read_text())["epochs"] == 2
+
+
+def test_same_seed_repeats_exactly(train_tiny, tmp_path):
+    histories = []
+    for name in ("first", "second"):
+        assert train_tiny(tmp_path / name, "--epochs", "2", "--augment", "light", *SMALL) == 0
+        history = (tmp_path / name / "history.csv").read_text().splitlines()
+        histories.append([line.split(",")[:2] + line.split(",")[3:4] for line in history])
+    assert histories[0] == histories[1]  # epoch, accuracy, loss (times differ, of course)
+    probs = [np.load(tmp_path / name / "predictions.npz")["probs"] for name in ("first", "second")]
+    np.testing.assert_array_equal(probs[0], probs[1])
