@@ -13,6 +13,8 @@ streaming operation; nothing here trains.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import keras
 import numpy as np
 from scipy.special import erf
@@ -75,7 +77,8 @@ class _Conv:
         return 2 * k * c_in * c_out
 
 
-def _norm(layer) -> callable:
+def _norm(layer) -> Callable[[np.ndarray], np.ndarray]:
+    """A normalization layer as a per-step function (inference mode)."""
     if layer is None:
         return lambda x: x
     if isinstance(layer, keras.layers.LayerNormalization):
