@@ -10,7 +10,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from fashion_tcn.report import plot_confusion_matrix, plot_history
+from fashion_tcn.plots import plot_confusion_matrix, plot_history
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 NAMES = ("T-shirt/top", "Trouser", "Pullover")
@@ -74,7 +74,8 @@ def test_plots_and_report_never_load_pyplot(tmp_path: Path) -> None:
     (run / "history.csv").write_text("epoch,accuracy,loss\n0,0.6,1.1\n1,0.7,0.8\n")
     code = (
         "import sys, numpy as np\n"
-        "from fashion_tcn.report import build_report, plot_confusion_matrix, plot_history\n"
+        "from fashion_tcn.plots import plot_confusion_matrix, plot_history\n"
+        "from fashion_tcn.report import build_report\n"
         f"plot_history({str(run / 'history.csv')!r}, {str(tmp_path / 'h.png')!r})\n"
         f"plot_confusion_matrix(np.eye(3), 'abc', {str(tmp_path / 'cm.png')!r})\n"
         f"build_report([{str(run)!r}])\n"

@@ -26,7 +26,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from fashion_tcn import evaluate, report
+from fashion_tcn import evaluate, plots, report
 from fashion_tcn.augment import make_augmenter
 from fashion_tcn.config import Config, ConfigError, TrainConfig, load_config, save_config
 from fashion_tcn.data import CLASS_NAMES, Split, load_fashion_mnist
@@ -327,10 +327,10 @@ def evaluate_run(
         confidence=probs[worst].max(axis=1),
     )
     cm = np.asarray(metrics["confusion_matrix"])
-    report.plot_confusion_matrix(cm, CLASS_NAMES, run_dir / "confusion_matrix.png")
+    plots.plot_confusion_matrix(cm, CLASS_NAMES, run_dir / "confusion_matrix.png")
     if history:
-        report.plot_history(run_dir / "history.csv", run_dir / "training_curves.png")
+        plots.plot_history(run_dir / "history.csv", run_dir / "training_curves.png")
     if metrics.get("anytime"):
-        report.plot_anytime(metrics["anytime"], run_dir / "anytime.png")
+        plots.plot_anytime(metrics["anytime"], run_dir / "anytime.png")
     report.build_report([run_dir])
     return metrics

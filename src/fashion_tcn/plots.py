@@ -1,0 +1,229 @@
+"""Figures for a run directory: training curves, confusion matrices, per-class and anytime plots.
+
+Built on `matplotlib.figure.Figure` directly rather than through pyplot, so no GUI backend is ever
+selected and nothing is left in pyplot's global figure registry. `report.py` embeds the same
+figures in its HTML page; `train.py` saves them as PNG files beside a run.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, PercentFormatter
+
+# Beyond this many classes per-cell numbers become unreadable; the colours still tell the story.
+_MAX_ANNOTATED_CLASSES = 30
+
+
+def confusion_figure(
+    cm: np.ndarray,
+    class_names: Sequence[str],
+    *,
+    normalize: bool,
+    title: str,
+    figsize: tuple[float, float] | None = None,
+) -> Figure:
+    cm = np.asarray(cm)
+    num_classes = len(class_names)
+    if cm.shape != (num_classes, num_classes):
+        raise ValueError(f"confusion matrix shape {cm.shape} does not match {num_classes} classes")
+
+    if normalize:
+        row_totals = cm.sum(axis=1, keepdims=True)
+        values = np.divide(
+            cm, row_totals, out=np.zeros(cm.shape, dtype=float), where=row_totals > 0
+        )
+        colorbar_label, fmt = "fraction of true class", "{:.2f}"
+    else:
+        values = cm
+        colorbar_label, fmt = "count", "{:.0f}"
+
+    if figsize is None:
+        size = max(5.0, 0.6 * num_classes + 2.5)
+        figsize = (size + 1.0, size)
+    fig = Figure(figsize=figsize, layout="constrained")
+    ax = fig.add_subplot()
+    # A fixed lower bound of 0 keeps colours comparable; max(..., 1) avoids a degenerate scale.
+    vmax = 1.0 if normalize else max(float(values.max(initial=0)), 1.0)
+    image = ax.imshow(values, cmap="Blues", vmin=0.0, vmax=vmax)
+    fig.colorbar(image, ax=ax, label=colorbar_label)
+
+    ticks = np.arange(num_classes)
+    ax.set_xticks(ticks, labels=list(class_names), rotation=45, ha="right", rotation_mode="anchor")
+    ax.set_yticks(ticks, labels=list(class_names))
+    ax.set_xlabel("Predicted")
+    ax.set_ylabel("True")
+    ax.set_title(title)
+
+    if num_classes <= _MAX_ANNOTATED_CLASSES:
+        # Dark text on light cells, white on dark cells, split at the middle of the colour scale.
+        low, high = image.get_clim()
+        threshold = (low + high) / 2.0
+        for (row, col), value in np.ndenumerate(values):
+            ax.text(
+                col,
+                row,
+                fmt.format(value.item()),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if value > threshold else "black",
+            )
+    return fig
+
+
+def plot_confusion_matrix(
+    cm: np.ndarray,
+    class_names: Sequence[str],
+    path: Path,
+    *,
+    normalize: bool = False,
+    title: str = "Confusion matrix",
+) -> Path:
+    """Save a heatmap of `cm` (rows = true, cols = predicted) as a PNG and return its path.
+
+    With `normalize`, each row is divided by its total so cells read as recall fractions;
+    a class with no examples keeps a row of zeros instead of NaNs.
+    """
+    fig = confusion_figure(cm, class_names, normalize=normalize, title=title)
+    return save(fig, path)
+
+
+def read_columns(path: Path, required: Sequence[str], what: str) -> dict[str, np.ndarray]:
+    """Columns of a CSV file as float arrays ("NA" and blanks become NaN)."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or any(name not in rows[0] for name in required):
+        raise ValueError(f"{path}: no {what} rows (empty, or no {', '.join(required)} columns)")
+
+    def to_float(text: str | None) -> float:
+        try:
+            return float(text) if text else math.nan
+        except ValueError:
+            return math.nan
+
+    return {name: np.array([to_float(row[name]) for row in rows]) for name in rows[0]}
+
+
+def read_history(history_csv: Path) -> dict[str, np.ndarray]:
+    """Columns of a Keras CSVLogger file as float arrays ("NA" and blanks become NaN)."""
+    history = Path(history_csv)
+    try:
+        return read_columns(history, ["epoch"], "epoch")
+    except ValueError:
+        raise ValueError(
+            f"{history}: no epoch rows to plot (empty or not a CSVLogger file)"
+        ) from None
+
+
+def plot_metric(ax: Axes, epochs: np.ndarray, history: dict[str, np.ndarray], metric: str) -> None:
+    """Draw the train and (when logged) validation curve of one metric."""
+    for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
+        if key in history:
+            ax.plot(epochs, history[key], marker="o", markersize=3, label=label)
+    ax.set_title(metric.capitalize())
+    ax.set_xlabel("Epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend()
+    else:
+        ax.text(0.5, 0.5, f"{metric} not logged", ha="center", va="center", transform=ax.transAxes)
+
+
+def history_figure(history: dict[str, np.ndarray]) -> Figure:
+    # CSVLogger counts epochs from 0; Keras' progress bar (and people) count from 1.
+    epochs = history["epoch"] + 1
+    fig = Figure(figsize=(11.0, 4.0), layout="constrained")
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    plot_metric(loss_ax, epochs, history, "loss")
+    plot_metric(acc_ax, epochs, history, "accuracy")
+    return fig
+
+
+def plot_history(history_csv: Path, path: Path) -> Path:
+    """Save loss and accuracy curves from a Keras CSVLogger file as a PNG and return its path.
+
+    Validation columns are optional, so runs trained without a validation split still plot.
+    """
+    return save(history_figure(read_history(Path(history_csv))), path)
+
+
+def overlay_figure(histories: dict[str, dict[str, np.ndarray]]) -> Figure:
+    """Validation accuracy and loss of several runs, one line per run (run name -> history)."""
+    fig = Figure(figsize=(11.0, 4.2), layout="constrained")
+    acc_ax, loss_ax = fig.subplots(1, 2)
+    for ax, metric in ((acc_ax, "val_accuracy"), (loss_ax, "val_loss")):
+        for name, history in histories.items():
+            if metric in history:
+                # "$" would start matplotlib mathtext inside a run name
+                ax.plot(history["epoch"] + 1, history[metric], label=name.replace("$", r"\$"))
+        ax.set_title(f"Validation {metric.removeprefix('val_')}")
+        ax.set_xlabel("Epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize="small")
+        else:
+            ax.text(0.5, 0.5, f"{metric} not logged", ha="center", va="center")
+    return fig
+
+
+def class_accuracy_figure(
+    class_names: Sequence[str], recall: Sequence[float], overall: float
+) -> Figure:
+    """Horizontal bars of per-class accuracy (recall), first class on top."""
+    fig = Figure(figsize=(7.5, 0.32 * len(class_names) + 1.4), layout="constrained")
+    ax = fig.add_subplot()
+    positions = np.arange(len(class_names))
+    bars = ax.barh(positions, recall, color="#4c78a8")
+    ax.bar_label(bars, labels=[f"{value:.1%}" for value in recall], padding=3, fontsize=8)
+    title = "Per-class accuracy"
+    if math.isfinite(overall):
+        ax.axvline(overall, color="#e45756", linestyle="--")
+        title += f" (dashed line: overall {overall:.1%})"
+    ax.set_yticks(positions, labels=list(class_names))
+    ax.invert_yaxis()
+    ax.set_xlim(0.0, 1.09)  # room for the labels at the end of full bars
+    ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_xlabel("Accuracy on the class (recall)")
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def anytime_figure(anytime: dict[str, np.ndarray]) -> Figure:
+    fig = Figure(figsize=(6.5, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(anytime["fraction"], anytime["accuracy"], marker="o", markersize=4)
+    ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_xlim(0.0, 1.02)
+    ax.set_xlabel("Fraction of the sequence seen")
+    ax.set_ylabel("Test accuracy")
+    ax.set_title("Accuracy vs fraction of sequence seen")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_anytime(anytime: Sequence[dict], path: Path) -> Path:
+    """Save test accuracy vs fraction of the sequence seen (rows with fraction, accuracy)."""
+    columns = {
+        key: np.array([float(row[key]) for row in anytime]) for key in ("fraction", "accuracy")
+    }
+    return save(anytime_figure(columns), path)
+
+
+def save(fig: Figure, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    return path
