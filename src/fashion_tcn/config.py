@@ -8,11 +8,11 @@ what was trained.
 from __future__ import annotations
 
 import math
+import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import tomllib
 import yaml
 
 SEQUENCE_MODES = ("rows", "columns", "pixels", "permuted")

@@ -9,11 +9,11 @@ TensorFlow, so a bad space file is reported at once.
 from __future__ import annotations
 
 import math
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import tomllib
 import yaml
 
 from fashion_tcn.config import Config, ConfigError, override
