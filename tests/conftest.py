@@ -36,7 +36,8 @@ def tiny_data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def train_tiny(tiny_data_dir):
-    """`train_tiny(run_dir, *flags)`: `fashion-tcn train` on the tiny data, quietly; exit code."""
+    """`train_tiny(run_dir, *flags)`: `fashion-tcn train` on the tiny data, quietly, one stack
+    unless the flags say otherwise; exit code."""
     from fashion_tcn.cli import main
 
     def run(run_dir: Path, *flags: str) -> int:
@@ -48,6 +49,8 @@ def train_tiny(tiny_data_dir):
                 "--run-dir",
                 str(run_dir),
                 "--quiet",
+                "--stacks",
+                "1",
                 *flags,
             ]
         )

@@ -14,6 +14,7 @@ def _model(norm: str, activation: str = "relu", skip: bool = False, steps: int =
         filters=6,
         kernel_size=3,
         dilations=[1, 2, 4],
+        stacks=1,
         dropout=0.1,
         norm=norm,
         activation=activation,

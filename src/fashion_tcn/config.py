@@ -80,7 +80,7 @@ class ModelConfig:
     filters: int | None = None  # None: the sequence mode's default (see MODE_DEFAULTS)
     kernel_size: int | None = None
     dilations: list[int] | None = None  # None: 1, 2, 4, ... up to the mode's depth
-    stacks: int = 1  # the dilation list is repeated this many times
+    stacks: int | None = None  # the dilation list is repeated this many times; None: mode's
     dropout: float | None = None  # spatial dropout after each convolution
     activation: str = "relu"
     norm: str | None = None  # none | batch | layer | weight
@@ -109,7 +109,7 @@ class ModelConfig:
             f"kernel_size must be >= 2, got {self.kernel_size}",
         )
         _check(self.units is None or self.units >= 1, f"units must be >= 1, got {self.units}")
-        _check(self.stacks >= 1, f"stacks must be >= 1, got {self.stacks}")
+        _check(self.stacks is None or self.stacks >= 1, f"stacks must be >= 1, got {self.stacks}")
         _check(
             self.dropout is None or 0 <= self.dropout < 1,
             f"dropout must be in [0, 1), got {self.dropout}",
@@ -207,6 +207,7 @@ MODE_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
             "dilations": [1, 2, 4, 8],
             "dropout": 0.2,
             "norm": "weight",
+            "stacks": 2,
         },
         "train": {"epochs": 20},
     },
@@ -217,6 +218,7 @@ MODE_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
             "dilations": [2**i for i in range(8)],
             "dropout": 0.05,
             "norm": "layer",
+            "stacks": 1,
         },
         "train": {"epochs": 20},
     },
