@@ -27,7 +27,7 @@ def test_rows_tcn_learns_real_data(tmp_path, capsys):
             "--limit-test",
             "1000",
             "--epochs",
-            "2",
+            "3",  # the two-stack default needs a third epoch on 3,000 images
             "--run-dir",
             str(run),
             "--quiet",
