@@ -50,6 +50,8 @@ def test_files_and_round_trip(tmp_path, suffix):
         ({"model.dropout": 1.0}, "dropout"),
         ({"data.sequence": "spiral"}, "unknown sequence"),
         ({"data.limit_train": 3}, "limit_train"),
+        ({"train.label_smoothing": 1.0}, "label_smoothing"),
+        ({"train.ema": -0.1}, "ema must be"),
     ],
 )
 def test_bad_values_fail_with_one_line(overrides, words):

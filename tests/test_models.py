@@ -78,3 +78,47 @@ def test_compare_writes_one_table(tiny_data_dir, tmp_path):
     assert table.count("\n") == 4 and "| tcn | rows |" in table and "| gru | rows |" in table
     assert "--units 8" in table  # each row carries the command that reproduces it
     assert (out / "compare.csv").is_file() and (out / "tcn-rows" / "model.keras").is_file()
+
+
+def test_cross_entropy_by_hand():
+    """Plain, label-smoothed and anytime cross-entropy against the formulas."""
+    import numpy as np
+
+    from fashion_tcn.models import CrossEntropy
+
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], dtype="float32")
+    labels = np.array([0, 1])
+    plain = -np.log([0.7, 0.1]).mean()
+    np.testing.assert_allclose(float(CrossEntropy()(labels, probs)), plain, rtol=1e-5)
+
+    smooth = 0.3  # targets become 0.8 / 0.1 / 0.1 for three classes
+    target = np.full((2, 3), smooth / 3) + (1 - smooth) * np.eye(3)[labels]
+    expected = -(target * np.log(probs)).sum(axis=1).mean()
+    got = float(CrossEntropy(label_smoothing=smooth)(labels, probs))
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+    steps = np.stack([probs[::-1], probs], axis=1)  # (B, T=2, 3): step 0 wrong, step 1 as above
+    early = -np.log([0.1, 0.2])  # what step 0 gives the true classes
+    expected = (-np.log([0.7, 0.1]) + 0.5 * early).mean()
+    got = float(CrossEntropy(anytime=0.5)(labels, steps))
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_ema_replaces_the_weights_every_epoch():
+    from fashion_tcn.config import TrainConfig
+    from fashion_tcn.train import make_optimizer
+
+    optimizer = make_optimizer(TrainConfig(epochs=2, ema=0.99), steps_per_epoch=7)
+    assert optimizer.use_ema and optimizer.ema_momentum == 0.99
+    assert optimizer.ema_overwrite_frequency == 7
+    assert not make_optimizer(TrainConfig(epochs=2), steps_per_epoch=7).use_ema
+
+
+def test_ema_and_label_smoothing_train_and_resume(train_tiny, tmp_path):
+    run = tmp_path / "ema"
+    assert train_tiny(run, "--ema", "0.9", "--label-smoothing", "0.1", "--epochs", "1") == 0
+    config = (run / "config.yaml").read_text()
+    assert "ema: 0.9" in config and "label_smoothing: 0.1" in config
+    assert train_tiny(run, "--resume", "--epochs", "2") == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] == 2

@@ -57,6 +57,8 @@ OVERRIDES = {
     "tensorboard": "train.tensorboard",
     "seed": "train.seed",
     "anytime_loss": "train.anytime_loss",
+    "label_smoothing": "train.label_smoothing",
+    "ema": "train.ema",
     "augment": "augment.preset",
     "translate": "augment.translate",
     "flip": "augment.flip",
@@ -124,6 +126,10 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         metavar="WEIGHT",
         help="also train the predictions made before the sequence ends (TCN)",
+    )
+    opt.add_argument("--label-smoothing", type=float, help="e.g. 0.1 (default 0)")
+    opt.add_argument(
+        "--ema", type=float, metavar="MOMENTUM", help="average the weights, e.g. 0.99 (0: off)"
     )
     aug = train.add_argument_group("augmentation (training batches only)")
     aug.add_argument("--augment", choices=tuple(AUGMENT_PRESETS), help="preset (default none)")

@@ -174,6 +174,9 @@ class TrainConfig:
     seed: int = 0  # one seed for data split, permutation, init, shuffling, dropout
     anytime_loss: float = 0.0  # weight of the mean loss over earlier steps (TCN only): good
     #                            predictions before the whole sequence has arrived
+    label_smoothing: float = 0.0  # share of each target spread over all classes
+    ema: float = 0.0  # momentum of an exponential moving average of the weights; 0 = off.
+    #                   The average replaces the weights after every epoch (Keras use_ema)
 
     def __post_init__(self) -> None:
         _check(self.epochs is None or self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
@@ -194,6 +197,11 @@ class TrainConfig:
         _check(
             self.clipnorm is None or self.clipnorm > 0, f"clipnorm must be > 0, got {self.clipnorm}"
         )
+        _check(
+            0 <= self.label_smoothing < 1,
+            f"label_smoothing must be in [0, 1), got {self.label_smoothing}",
+        )
+        _check(0 <= self.ema < 1, f"ema must be in [0, 1), got {self.ema}")
         _check(self.early_stopping >= 0, f"early_stopping must be >= 0, got {self.early_stopping}")
 
 

@@ -57,7 +57,7 @@ def build_tcn(
     """Input (steps, features) in [0, 1] -> standardise -> TCN -> last step -> Dense softmax.
 
     With `anytime` the classifier runs on every step: output (B, T, 10), the prediction after
-    each prefix, for training with `AnytimeLoss`; the last step is the usual prediction.
+    each prefix, for training with `CrossEntropy(anytime=...)`; the last step is the usual prediction.
     """
     inputs, x = _standardize(steps, features, mean, variance)
     x = TCN(
@@ -121,25 +121,44 @@ def build_model(
 
 
 @keras.saving.register_keras_serializable(package="fashion_tcn")
-class AnytimeLoss(keras.losses.Loss):
-    """Cross-entropy at the last step plus `weight` x its mean over all earlier steps.
+class CrossEntropy(keras.losses.Loss):
+    """Cross-entropy on class ids, optionally label-smoothed and over every step (anytime).
 
-    y_true (B,) class ids; y_pred (B, T, 10) probabilities after each step.
+    y_true (B,) class ids; y_pred (B, 10) probabilities, or (B, T, 10) from an anytime model:
+    then the loss is the last step's plus `anytime` x the mean over all earlier steps, which
+    trains the predictions made before the sequence ends. `label_smoothing` moves that share of
+    each target onto all classes evenly (Szegedy et al., 2016) against over-confidence; Keras's
+    sparse cross-entropy has no such option.
     """
 
-    def __init__(self, weight: float = 0.5, name: str = "anytime_loss", **kwargs):
+    def __init__(
+        self,
+        anytime: float = 0.0,
+        label_smoothing: float = 0.0,
+        name: str = "cross_entropy",
+        **kwargs,
+    ):
         super().__init__(name=name, **kwargs)
-        self.weight = weight
+        self.anytime = anytime
+        self.label_smoothing = label_smoothing
 
     def call(self, y_true, y_pred):
-        steps = keras.ops.shape(y_pred)[1]
-        labels = keras.ops.repeat(keras.ops.expand_dims(y_true, 1), steps, axis=1)
-        per_step = keras.losses.sparse_categorical_crossentropy(labels, y_pred)  # (B, T)
-        earlier = keras.ops.mean(per_step[:, :-1], axis=1)
-        return per_step[:, -1] + self.weight * earlier
+        target = keras.ops.one_hot(keras.ops.cast(y_true, "int32"), keras.ops.shape(y_pred)[-1])
+        if len(y_pred.shape) == 3:
+            target = keras.ops.repeat(keras.ops.expand_dims(target, 1), y_pred.shape[1], axis=1)
+        loss = keras.losses.categorical_crossentropy(
+            target, y_pred, label_smoothing=self.label_smoothing
+        )  # (B,) or (B, T)
+        if len(y_pred.shape) == 2:
+            return loss
+        return loss[:, -1] + self.anytime * keras.ops.mean(loss[:, :-1], axis=1)
 
     def get_config(self):
-        return {**super().get_config(), "weight": self.weight}
+        return {
+            **super().get_config(),
+            "anytime": self.anytime,
+            "label_smoothing": self.label_smoothing,
+        }
 
 
 @keras.saving.register_keras_serializable(package="fashion_tcn")

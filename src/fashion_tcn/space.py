@@ -27,6 +27,8 @@ PARAMETERS = {
     "epochs": "train.epochs",
     "optimizer": "train.optimizer",
     "weight_decay": "train.weight_decay",
+    "label_smoothing": "train.label_smoothing",
+    "ema": "train.ema",
     "activation": "model.activation",
     "filters": "model.filters",
     "kernel_size": "model.kernel_size",

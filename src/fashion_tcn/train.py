@@ -31,7 +31,7 @@ from fashion_tcn.augment import make_augmenter
 from fashion_tcn.config import Config, ConfigError, TrainConfig, load_config, save_config
 from fashion_tcn.data import CLASS_NAMES, Split, load_fashion_mnist
 from fashion_tcn.models import (
-    AnytimeLoss,
+    CrossEntropy,
     LastStepAccuracy,
     build_model,
     final_probabilities,
@@ -85,6 +85,12 @@ def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.O
     common = {"learning_rate": lr, "clipnorm": cfg.clipnorm}
     if cfg.weight_decay:
         common["weight_decay"] = cfg.weight_decay
+    if cfg.ema:  # validation and checkpoints then see the averaged weights
+        common |= {
+            "use_ema": True,
+            "ema_momentum": cfg.ema,
+            "ema_overwrite_frequency": steps_per_epoch,
+        }
     if cfg.optimizer == "sgd":
         return keras.optimizers.SGD(momentum=cfg.momentum, nesterov=True, **common)
     if cfg.optimizer == "rmsprop":
@@ -216,9 +222,7 @@ def train(
         anytime = cfg.train.anytime_loss > 0
         model.compile(
             optimizer=make_optimizer(cfg.train, len(train_ds)),
-            loss=AnytimeLoss(cfg.train.anytime_loss)
-            if anytime
-            else "sparse_categorical_crossentropy",
+            loss=CrossEntropy(cfg.train.anytime_loss, cfg.train.label_smoothing),
             metrics=[LastStepAccuracy(name="accuracy") if anytime else "accuracy"],
         )
     with (run_dir / "summary.txt").open("w") as f:
