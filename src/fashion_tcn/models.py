@@ -57,7 +57,8 @@ def build_tcn(
     """Input (steps, features) in [0, 1] -> standardise -> TCN -> last step -> Dense softmax.
 
     With `anytime` the classifier runs on every step: output (B, T, 10), the prediction after
-    each prefix, for training with `CrossEntropy(anytime=...)`; the last step is the usual prediction.
+    each prefix, for training with `CrossEntropy(anytime=...)`; the last step is the usual
+    prediction.
     """
     inputs, x = _standardize(steps, features, mean, variance)
     x = TCN(
