@@ -166,6 +166,33 @@ def test_ctrl_c_keeps_finished_epochs_and_tests_the_best(
     assert json.loads((run / "metrics.json").read_text())["epochs"] == 2
 
 
+def test_resume_with_more_epochs_stretches_the_schedule(train_tiny, tmp_path, capsys):
+    import keras
+
+    import fashion_tcn.models  # noqa: F401  (registers the custom objects)
+
+    def saved(run):
+        model = keras.saving.load_model(run / "last.keras")
+        schedule = model.optimizer.get_config()["learning_rate"]["config"]
+        weights = [w.copy() for w in model.get_weights()]
+        return int(model.optimizer.iterations), schedule["decay_steps"], weights
+
+    run = tmp_path / "extended"
+    assert train_tiny(run, "--epochs", "1", *SMALL) == 0
+    steps, decay, before = saved(run)
+    assert decay == steps  # cosine over one epoch: the learning rate ends at zero
+
+    assert train_tiny(run, "--resume", "--epochs", "2", "--quiet") == 0
+    iterations, decay, after = saved(run)
+    assert iterations == 2 * steps and decay == 2 * steps
+    # a schedule left at one epoch would have trained the second at a learning rate of zero
+    assert any(not np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+
+    assert train_tiny(run, "--resume", "--epochs", "3", "--filters", "16") == 2
+    assert "--filters cannot change" in capsys.readouterr().err
+    assert saved(run)[0] == 2 * steps  # refused before anything ran
+
+
 def test_same_seed_repeats_exactly(train_tiny, tmp_path):
     histories = []
     for name in ("first", "second"):

@@ -66,6 +66,8 @@ OVERRIDES = {
     "zoom": "augment.zoom",
     "erase": "augment.erase",
 }
+# what `--resume` may change: the saved model and optimizer ignore the rest, so the rest is refused
+RESUMABLE = {"data_dir", "epochs", "early_stopping", "tensorboard"}
 
 
 def _dilations(text: str) -> list[int]:
@@ -205,6 +207,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_resume(saved: Config, new: Config) -> None:
+    """A resumed run keeps its model, data split and optimizer: only its length may change."""
+    before, after = saved.to_dict(), new.to_dict()
+    changed = []
+    for flag, field in OVERRIDES.items():
+        section, key = field.split(".")
+        if flag not in RESUMABLE and before[section][key] != after[section][key]:
+            changed.append("--" + flag.replace("_", "-"))
+    if changed:
+        raise ConfigError(
+            f"--resume continues the saved run as it was configured; {', '.join(changed)} "
+            "cannot change (only --epochs, --early-stopping, --tensorboard, --data-dir can)"
+        )
+
+
 def _quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # tf.data graph chatter is not for users
 
@@ -216,7 +233,10 @@ def _train(args: argparse.Namespace) -> int:
         cfg = load_config(args.run_dir / "config.yaml")
     else:
         cfg = load_config(args.config) if args.config else Config()
+    saved = cfg
     cfg = override(cfg, {field: getattr(args, flag) for flag, field in OVERRIDES.items()})
+    if args.resume:
+        _check_resume(saved, cfg)
     if cfg.model.kind == "cnn" and cfg.data.sequence != "rows":
         print(f"note: the cnn reads the 28x28 image; --sequence {cfg.data.sequence} is ignored")
     cfg = cfg.resolved()  # cross-field checks (receptive field) before anything slow

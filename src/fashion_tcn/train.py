@@ -103,6 +103,18 @@ def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.O
     return optimizers[cfg.optimizer](**common)
 
 
+def _carry_state(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> None:
+    """Copy the loaded optimizer's state (step count, moments, EMA) into a fresh one.
+
+    The saved optimizer carries a cosine schedule sized for the epochs of the first run; a resume
+    that asks for more epochs would go on at a learning rate of zero.
+    """
+    saved = model.optimizer
+    optimizer.build(model.trainable_variables)
+    for new, old in zip(optimizer.variables, saved.variables, strict=True):
+        new.assign(old)
+
+
 class EpochTimer(keras.callbacks.Callback):
     """Adds `epoch_time` (s) and `samples_per_s` to the logs that CSVLogger writes next."""
 
@@ -218,13 +230,15 @@ def train(
         batch_size=cfg.train.batch_size,
         permutation=permutation,
     )
-    if not resume:
-        anytime = cfg.train.anytime_loss > 0
-        model.compile(
-            optimizer=make_optimizer(cfg.train, len(train_ds)),
-            loss=CrossEntropy(cfg.train.anytime_loss, cfg.train.label_smoothing),
-            metrics=[LastStepAccuracy(name="accuracy") if anytime else "accuracy"],
-        )
+    optimizer = make_optimizer(cfg.train, len(train_ds))
+    if resume:  # same state, but a schedule as long as the --epochs asked for now
+        _carry_state(model, optimizer)
+    anytime = cfg.train.anytime_loss > 0
+    model.compile(
+        optimizer=optimizer,
+        loss=CrossEntropy(cfg.train.anytime_loss, cfg.train.label_smoothing),
+        metrics=[LastStepAccuracy(name="accuracy") if anytime else "accuracy"],
+    )
     with (run_dir / "summary.txt").open("w") as f:
         model.summary(print_fn=lambda line, **_: f.write(line + "\n"))
     if on_model is not None:
