@@ -52,6 +52,7 @@ def test_files_and_round_trip(tmp_path, suffix):
         ({"data.limit_train": 3}, "limit_train"),
         ({"train.label_smoothing": 1.0}, "label_smoothing"),
         ({"train.ema": -0.1}, "ema must be"),
+        ({"model.step_filters": -1}, "step_filters must be"),
     ],
 )
 def test_bad_values_fail_with_one_line(overrides, words):
@@ -96,3 +97,10 @@ def test_short_receptive_field_is_an_error_naming_the_cover():
         cfg.resolved()
     allowed = override(cfg, {"model.allow_short_receptive_field": True})
     assert allowed.resolved().model.dilations == [1, 2, 4]
+
+
+@pytest.mark.parametrize("overrides", [{"data.sequence": "pixels"}, {"model.kind": "gru"}])
+def test_step_filters_needs_a_tcn_on_rows(overrides):
+    cfg = override(Config(), {"model.step_filters": 8, **overrides})
+    with pytest.raises(ConfigError, match=r"step_filters .* needs --model tcn on rows or columns"):
+        cfg.resolved()

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from fashion_tcn.config import covering_dilations, receptive_field
-from fashion_tcn.layers import TCN, CausalConv1D, ResidualBlock
+from fashion_tcn.layers import TCN, CausalConv1D, ResidualBlock, StepEncoder
 
 NORMS = ["none", "batch", "layer", "weight"]
 
@@ -95,3 +95,28 @@ def test_keras_file_round_trip_gives_identical_predictions(tmp_path, norm):
     model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras")
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_step_encoder_never_mixes_steps_and_round_trips(tmp_path):
+    inputs = keras.Input((28, 28))
+    model = keras.Model(inputs, StepEncoder(4, 5, "gelu", name="enc")(inputs))
+    assert model.output_shape == (None, 28, 14 * 4)
+    rng = np.random.default_rng(3)
+    x = rng.random((2, 28, 28)).astype("float32")
+    before = model.predict(x, verbose=0)
+    changed = x.copy()
+    changed[:, 9] = rng.random((2, 28))  # a new row 9 changes step 9's features and no other
+    after = model.predict(changed, verbose=0)
+    others = np.arange(28) != 9
+    np.testing.assert_array_equal(after[:, others], before[:, others])
+    assert not np.allclose(after[:, 9], before[:, 9])
+    shifted = np.roll(x, 2, axis=2)  # a sideways shift moves the features, it does not scramble
+    moved = model.predict(shifted, verbose=0).reshape(2, 28, 14, 4)
+    np.testing.assert_allclose(
+        moved[:, :, 3:12], before.reshape(2, 28, 14, 4)[:, :, 2:11], atol=1e-6
+    )
+    layer = model.get_layer("enc")
+    assert StepEncoder.from_config(layer.get_config()).get_config() == layer.get_config()
+    model.save(tmp_path / "e.keras")
+    loaded = keras.saving.load_model(tmp_path / "e.keras")
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), before)

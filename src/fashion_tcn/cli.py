@@ -44,6 +44,7 @@ OVERRIDES = {
     "norm": "model.norm",
     "skip_connections": "model.skip_connections",
     "units": "model.units",
+    "step_filters": "model.step_filters",
     "allow_short_receptive_field": "model.allow_short_receptive_field",
     "epochs": "train.epochs",
     "batch_size": "train.batch_size",
@@ -103,6 +104,9 @@ def _parser() -> argparse.ArgumentParser:
     model.add_argument("--model", choices=MODEL_KINDS, help="architecture (tcn)")
     model.add_argument("--filters", type=int)
     model.add_argument("--units", type=int, help="lstm/gru hidden units (default: ~70K params)")
+    model.add_argument(
+        "--step-filters", type=int, help="tcn on rows: convolve across each row first (0 = off)"
+    )
     model.add_argument("--kernel-size", type=int)
     model.add_argument("--dilations", type=_dilations, help="e.g. 1,2,4,8")
     model.add_argument("--stacks", type=int)

@@ -87,6 +87,8 @@ class ModelConfig:
     skip_connections: bool = False  # WaveNet-style sum of every block's output
     allow_short_receptive_field: bool = False  # train even if the last step cannot see step 0
     units: int | None = None  # lstm/gru hidden units; None: sized to RNN_PARAMETERS (Bai et al.)
+    step_filters: int = 0  # TCN on rows/columns: convolve across each step's pixels first
+    #                        (layers.StepEncoder) with this many channels; 0 = off
 
     def __post_init__(self) -> None:
         _check(
@@ -109,6 +111,7 @@ class ModelConfig:
             f"kernel_size must be >= 2, got {self.kernel_size}",
         )
         _check(self.units is None or self.units >= 1, f"units must be >= 1, got {self.units}")
+        _check(self.step_filters >= 0, f"step_filters must be >= 0, got {self.step_filters}")
         _check(self.stacks is None or self.stacks >= 1, f"stacks must be >= 1, got {self.stacks}")
         _check(
             self.dropout is None or 0 <= self.dropout < 1,
@@ -275,6 +278,10 @@ class Config:
         _check(
             m.kind == "tcn" or not self.train.anytime_loss,
             f"anytime_loss needs a causal TCN, not {m.kind}",
+        )
+        _check(
+            not m.step_filters or (m.kind == "tcn" and self.data.sequence in ("rows", "columns")),
+            "step_filters convolves across a row's pixels: it needs --model tcn on rows or columns",
         )
         if m.kind != "tcn" or m.allow_short_receptive_field:
             return

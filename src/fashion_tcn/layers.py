@@ -306,3 +306,66 @@ class TCN(keras.layers.Layer):
             "skip_connections": self.skip_connections,
             "return_sequences": self.return_sequences,
         }
+
+
+@keras.saving.register_keras_serializable(package="fashion_tcn")
+class StepEncoder(keras.layers.Layer):
+    """Convolve along each step's own features (a row's 28 pixels), the same way at every step.
+
+    A row-wise TCN otherwise meets a row as 28 unrelated numbers, so a shirt shifted one pixel
+    sideways is a new input to its first convolution. Two (1, k) convolutions and a max-pool by 2
+    across the row give it local, shift-tolerant features first. Nothing here mixes steps, so the
+    model stays causal and streams step by step.
+
+    Args:
+        filters: channels of both convolutions.
+        kernel_size: taps across the row.
+        activation: any Keras activation name.
+
+    Call arguments:
+        inputs: (batch, steps, features).
+
+    Example:
+        >>> StepEncoder(8)(keras.ops.ones((2, 28, 28))).shape
+        (2, 28, 112)
+    """
+
+    def __init__(self, filters: int, kernel_size: int = 3, activation: str = "relu", **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.activation = activation
+
+    def build(self, input_shape):
+        shape = (*input_shape, 1)  # (B, T, F, 1): an image whose kernels span one step only
+        self.convs = []
+        for i in (1, 2):
+            conv = keras.layers.Conv2D(
+                self.filters,
+                (1, self.kernel_size),
+                padding="same",
+                activation=self.activation,
+                name=f"conv{i}",
+            )
+            conv.build(shape)
+            shape = conv.compute_output_shape(shape)
+            self.convs.append(conv)
+        self.pool = keras.layers.MaxPooling2D((1, 2), name="pool")
+
+    def call(self, inputs):
+        x = ops.expand_dims(inputs, -1)  # (B, T, F, 1)
+        for conv in self.convs:
+            x = conv(x)  # (B, T, F, filters)
+        x = self.pool(x)  # (B, T, F // 2, filters)
+        return ops.reshape(x, (-1, inputs.shape[1], x.shape[2] * self.filters))
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], (input_shape[-1] // 2) * self.filters)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "activation": self.activation,
+        }

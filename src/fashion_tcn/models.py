@@ -14,7 +14,7 @@ import keras
 import numpy as np
 
 from fashion_tcn.config import ModelConfig
-from fashion_tcn.layers import TCN
+from fashion_tcn.layers import TCN, StepEncoder
 
 NUM_CLASSES = 10
 RNN_PARAMETERS = 70_000  # the Bai et al. (2018) budget for sequential MNIST
@@ -54,13 +54,16 @@ def build_tcn(
     variance: float = 1.0,
     anytime: bool = False,
 ) -> keras.Model:
-    """Input (steps, features) in [0, 1] -> standardise -> TCN -> last step -> Dense softmax.
+    """Input (steps, features) in [0, 1] -> standardise -> [StepEncoder] -> TCN -> last step
+    -> Dense softmax.
 
     With `anytime` the classifier runs on every step: output (B, T, 10), the prediction after
     each prefix, for training with `CrossEntropy(anytime=...)`; the last step is the usual
     prediction.
     """
     inputs, x = _standardize(steps, features, mean, variance)
+    if cfg.step_filters:
+        x = StepEncoder(cfg.step_filters, activation=cfg.activation, name="step_encoder")(x)
     x = TCN(
         cfg.filters,
         cfg.kernel_size,
@@ -180,6 +183,8 @@ def step_predictions(model: keras.Model, sequences, steps=None) -> np.ndarray:
     pass (causality: step t's output has seen steps 0..t only). `steps` keeps only those
     (0-based) step indices: (B, len(steps), 10)."""
     x = model.get_layer("standardize")(sequences)
+    if any(layer.name == "step_encoder" for layer in model.layers):
+        x = model.get_layer("step_encoder")(x)
     x = model.get_layer("tcn")(x, all_steps=True)
     if steps is not None:
         x = keras.ops.take(x, np.asarray(steps), axis=1)

@@ -147,6 +147,8 @@ class StreamingClassifier:
         self.mean = keras.ops.convert_to_numpy(standardize.mean).astype(np.float64).reshape(-1)
         variance = keras.ops.convert_to_numpy(standardize.variance).astype(np.float64)
         self.std = np.maximum(np.sqrt(variance.reshape(-1)), keras.config.epsilon())  # as Keras
+        names = {layer.name for layer in model.layers}
+        self.encoder = model.get_layer("step_encoder") if "step_encoder" in names else None
         self.blocks = [_Block(block) for block in tcn.blocks]
         self.skip_connections = tcn.skip_connections
         kernel, bias = (
@@ -166,6 +168,9 @@ class StreamingClassifier:
     def step(self, x: np.ndarray) -> np.ndarray:
         """x: (B, features) for the next step -> (B, 10) class probabilities so far."""
         x = (np.asarray(x, np.float64).reshape(self.batch, -1) - self.mean) / self.std
+        if self.encoder is not None:  # per step by construction: run it on this step alone
+            x = keras.ops.convert_to_numpy(self.encoder(x[:, None].astype("float32")))[:, 0]
+            x = x.astype(np.float64)
         skips = 0.0
         for block in self.blocks:
             x, residual = block.step(x)
@@ -181,7 +186,11 @@ class StreamingClassifier:
 
     def flops_per_step(self) -> int:
         """Per sequence: convolutions, shortcuts and the classifier for one new step."""
-        return sum(block.flops() for block in self.blocks) + 2 * self.head[0].size
+        encoder = 0
+        if self.encoder is not None:  # (1, k) convolutions at every one of a step's features
+            features = self.encoder.input.shape[-1]
+            encoder = sum(2 * features * np.prod(conv.kernel.shape) for conv in self.encoder.convs)
+        return sum(block.flops() for block in self.blocks) + int(encoder) + 2 * self.head[0].size
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
