@@ -1,9 +1,16 @@
-"""Images to sequences: shapes, order, the permutation, and the tf.data pipeline."""
+"""Images to sequences: shapes, order, the permutation, the tf.data pipeline and its
+backend-neutral twin."""
 
 import numpy as np
 import pytest
 
-from fashion_tcn.sequences import make_dataset, make_permutation, sequence_shape, to_sequences
+from fashion_tcn.sequences import (
+    SequenceBatches,
+    make_dataset,
+    make_permutation,
+    sequence_shape,
+    to_sequences,
+)
 
 
 @pytest.fixture
@@ -62,3 +69,29 @@ def test_shuffle_is_seeded(images):
         return next(iter(ds))[1].numpy()
 
     np.testing.assert_array_equal(order(3), order(3))
+
+
+def test_backend_neutral_batches_match_tf_data(images):
+    """JAX and PyTorch runs get SequenceBatches: the same batches as tf.data, reshuffled each
+    epoch from the seed, augmented only when an augmenter is given."""
+    labels = np.arange(5)
+    perm = make_permutation(1)
+    plain = SequenceBatches(images, labels, "permuted", 2, perm)
+    expected = list(make_dataset(images, labels, "permuted", batch_size=2, permutation=perm))
+    assert len(plain) == len(expected) == 3
+    for (x, y), (tx, ty) in zip((plain[i] for i in range(3)), expected, strict=True):
+        np.testing.assert_array_equal(np.asarray(x), tx.numpy())
+        np.testing.assert_array_equal(y, ty.numpy())
+
+    def epochs(seed):
+        batches = SequenceBatches(images, labels, "rows", 5, shuffle=True, seed=seed)
+        first = batches[0][1].copy()
+        batches.on_epoch_end()
+        return first, batches[0][1]
+
+    first, second = epochs(4)
+    assert sorted(first) == sorted(second) == list(range(5))
+    assert not np.array_equal(first, second)  # a new order every epoch
+    np.testing.assert_array_equal(epochs(4)[0], first)  # the same orders for the same seed
+    flipped = SequenceBatches(images, labels, "rows", 5, augment=lambda x: x[:, :, ::-1])
+    np.testing.assert_array_equal(np.asarray(flipped[0][0]), images[:, :, ::-1] / np.float32(255))

@@ -1,4 +1,6 @@
-"""Images become sequences, and sequences become a `tf.data` pipeline.
+"""Images become sequences, and sequences become batches: a `tf.data` pipeline on TensorFlow,
+a `keras.utils.PyDataset` on the other Keras backends (JAX or PyTorch, e.g. on a GPU machine
+without TensorFlow).
 
 A 28x28 image is read as a sequence of time steps:
     rows      28 steps x 28 features   (top to bottom, one row per step)
@@ -11,15 +13,16 @@ layer, so a saved model carries it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from fashion_tcn.config import SEQUENCE_MODES, sequence_length
 
-Augment = Callable[[tf.Tensor], tf.Tensor]  # (B, 28, 28) uint8 -> same, training only
+Augment = Callable[[Any], Any]  # (B, 28, 28) uint8 -> same, training only
 
 
 def sequence_shape(mode: str) -> tuple[int, int]:
@@ -60,8 +63,14 @@ def make_dataset(
     shuffle: bool = False,
     seed: int = 0,
     augment: Augment | None = None,
-) -> tf.data.Dataset:
+) -> Any:
     """Batches of (sequence, label); `augment` runs on the images, before sequencing."""
+    if keras.backend.backend() != "tensorflow":
+        return SequenceBatches(
+            images, labels, mode, batch_size, permutation, shuffle, seed, augment
+        )
+    import tensorflow as tf
+
     dataset = tf.data.Dataset.from_tensor_slices((images, labels.astype("int32")))
     if shuffle:
         dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
@@ -72,3 +81,41 @@ def make_dataset(
         lambda x, y: (to_sequences(x, mode, permutation), y), num_parallel_calls=tf.data.AUTOTUNE
     )
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+class SequenceBatches(keras.utils.PyDataset):
+    """The batches `make_dataset` gives, without TensorFlow: the same images in the same batch
+    size, shuffled afresh every epoch from `seed`, augmented (if asked) before sequencing."""
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        mode: str,
+        batch_size: int,
+        permutation: np.ndarray | None = None,
+        shuffle: bool = False,
+        seed: int = 0,
+        augment: Augment | None = None,
+    ):
+        super().__init__()
+        self.images, self.labels = images, labels.astype("int32")
+        self.mode, self.batch_size, self.permutation = mode, batch_size, permutation
+        self.shuffle, self.augment = shuffle, augment
+        self.rng = np.random.default_rng(seed)
+        self.order = np.arange(len(images))
+        self.on_epoch_end()
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.images) / self.batch_size)
+
+    def __getitem__(self, index: int):
+        take = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        x = self.images[take]
+        if self.augment is not None:
+            x = self.augment(x)
+        return to_sequences(x, self.mode, self.permutation), self.labels[take]
+
+    def on_epoch_end(self) -> None:
+        if self.shuffle:
+            self.order = self.rng.permutation(len(self.images))
