@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from fashion_tcn.cli import main as fashion_tcn
+from fashion_tcn.config import MODEL_KINDS
 
 COLUMNS = [
     "model",
@@ -69,11 +70,24 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def is_entry(arg: str) -> bool:
+    """`tcn:rows`, `lstm:pixels:--units 64`; never the value of a flag."""
+    return ":" in arg and arg.split(":", 1)[0] in MODEL_KINDS
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("entries", nargs="+", help="MODEL:SEQUENCE[:EXTRA FLAGS]")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        usage="%(prog)s MODEL:SEQUENCE[:FLAGS] ... [--out OUT] [fashion-tcn train flags]",
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/compare"))
-    args, shared = parser.parse_known_args(argv)
+    # entries are told apart by their form, so they may stand before or after the shared flags
+    # (argparse alone would take the value of an unknown flag, `--epochs 10`, for an entry)
+    args, rest = parser.parse_known_args(argv)
+    args.entries = [arg for arg in rest if is_entry(arg)]
+    shared = [arg for arg in rest if not is_entry(arg)]
+    if not args.entries:
+        parser.error(f"no MODEL:SEQUENCE entries (MODEL is one of {', '.join(MODEL_KINDS)})")
     args.out.mkdir(parents=True, exist_ok=True)
     rows, seen = [], {}
     for entry in args.entries:

@@ -58,14 +58,14 @@ def test_compare_writes_one_table(tiny_data_dir, tmp_path):
         [
             sys.executable,
             str(script),
+            "--epochs",  # shared flags may come first: "1" is a value, not an entry
+            "1",
             "tcn:rows",
-            "gru:rows:--units 8",
             "--out",
             str(out),
+            "gru:rows:--units 8",
             "--data-dir",
             str(tiny_data_dir),
-            "--epochs",
-            "1",
             "--filters",
             "8",
         ],
