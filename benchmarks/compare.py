@@ -84,13 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     # entries are told apart by their form, so they may stand before or after the shared flags
     # (argparse alone would take the value of an unknown flag, `--epochs 10`, for an entry)
     args, rest = parser.parse_known_args(argv)
-    args.entries = [arg for arg in rest if is_entry(arg)]
+    entries = [arg for arg in rest if is_entry(arg)]
     shared = [arg for arg in rest if not is_entry(arg)]
-    if not args.entries:
+    if not entries:
         parser.error(f"no MODEL:SEQUENCE entries (MODEL is one of {', '.join(MODEL_KINDS)})")
     args.out.mkdir(parents=True, exist_ok=True)
     rows, seen = [], {}
-    for entry in args.entries:
+    for entry in entries:
         name = "-".join(entry.split(":", 2)[:2])
         seen[name] = seen.get(name, 0) + 1
         suffix = f"-{seen[name]}" if seen[name] > 1 else ""
