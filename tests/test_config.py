@@ -53,6 +53,7 @@ def test_files_and_round_trip(tmp_path, suffix):
         ({"train.label_smoothing": 1.0}, "label_smoothing"),
         ({"train.ema": -0.1}, "ema must be"),
         ({"model.step_filters": -1}, "step_filters must be"),
+        ({"model.step_stages": 0}, "step_stages must be"),
     ],
 )
 def test_bad_values_fail_with_one_line(overrides, words):

@@ -120,3 +120,26 @@ def test_step_encoder_never_mixes_steps_and_round_trips(tmp_path):
     model.save(tmp_path / "e.keras")
     loaded = keras.saving.load_model(tmp_path / "e.keras")
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), before)
+
+
+def test_a_second_step_encoder_stage_halves_the_row_and_doubles_the_channels(tmp_path):
+    inputs = keras.Input((28, 28))
+    model = keras.Model(inputs, StepEncoder(4, stages=2, name="enc")(inputs))
+    assert model.output_shape == (None, 28, 7 * 8)
+    assert [conv.kernel.shape for conv in model.get_layer("enc").convs] == [
+        (1, 3, 1, 4),
+        (1, 3, 4, 4),
+        (1, 3, 4, 8),
+        (1, 3, 8, 8),
+    ]
+    rng = np.random.default_rng(5)
+    x = rng.random((2, 28, 28)).astype("float32")
+    before = model.predict(x, verbose=0)
+    changed = x.copy()
+    changed[:, 20] = rng.random((2, 28))
+    after = model.predict(changed, verbose=0)
+    others = np.arange(28) != 20
+    np.testing.assert_array_equal(after[:, others], before[:, others])
+    model.save(tmp_path / "e2.keras")
+    loaded = keras.saving.load_model(tmp_path / "e2.keras")
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), before)

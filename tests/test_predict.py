@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 from PIL import Image
@@ -141,3 +142,18 @@ def test_predict_on_a_missing_run_is_one_line_exit_2(tmp_path):
     )
     assert result.returncode == 2 and "not a run directory" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_export_without_tensorflow_is_a_one_line_error(run_dir, monkeypatch, capsys):
+    """On JAX or PyTorch installs without TensorFlow, export says what to install."""
+    monkeypatch.setitem(sys.modules, "tensorflow", None)  # makes `import tensorflow` fail
+    assert main(["export", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fashion-tcn: error: export needs TensorFlow") and "\n" not in err
+
+
+def test_tflite_export_on_another_backend_is_a_one_line_error(run_dir, monkeypatch, capsys):
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    assert main(["export", str(run_dir), "--format", "tflite"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "KERAS_BACKEND=tensorflow" in err and "\n" not in err

@@ -52,21 +52,25 @@ def test_skip_connections_stream():
     )
 
 
-def test_step_encoder_streams():
+@pytest.mark.parametrize("stages", [1, 2])
+def test_step_encoder_streams(stages):
     cfg = ModelConfig(
         filters=6, kernel_size=3, dilations=[1, 2, 4], stacks=1, dropout=0, norm="layer"
     )
-    cfg.step_filters = 3
+    cfg.step_filters, cfg.step_stages = 3, stages
     model = build_tcn(cfg, 28, 28, mean=0.3, variance=0.1)
     x = np.random.default_rng(4).random((2, 28, 28)).astype("float32")
     full = step_predictions(model, x)
     np.testing.assert_allclose(full[:, -1], model.predict(x, verbose=0), atol=1e-6)
     stream = StreamingClassifier(model, batch=2)
     np.testing.assert_allclose(stream.run(x), full, atol=1e-5)
+    width = 28 // 2**stages * 3 * 2 ** (stages - 1)  # what the encoder hands the TCN
     without = StreamingClassifier(
-        build_tcn(ModelConfig(**{**vars(cfg), "step_filters": 0}), 28, 42)
+        build_tcn(ModelConfig(**{**vars(cfg), "step_filters": 0}), 28, width)
     )
     encoder = 2 * 28 * (3 * 1 * 3 + 3 * 3 * 3)  # (1, 3) convolutions 1 -> 3 -> 3, per pixel
+    if stages == 2:  # then 3 -> 6 -> 6 on the 14 pooled positions
+        encoder += 2 * 14 * (3 * 3 * 6 + 3 * 6 * 6)
     assert stream.flops_per_step() == without.flops_per_step() + encoder
 
 

@@ -45,6 +45,7 @@ OVERRIDES = {
     "skip_connections": "model.skip_connections",
     "units": "model.units",
     "step_filters": "model.step_filters",
+    "step_stages": "model.step_stages",
     "allow_short_receptive_field": "model.allow_short_receptive_field",
     "epochs": "train.epochs",
     "batch_size": "train.batch_size",
@@ -106,6 +107,9 @@ def _parser() -> argparse.ArgumentParser:
     model.add_argument("--units", type=int, help="lstm/gru hidden units (default: ~70K params)")
     model.add_argument(
         "--step-filters", type=int, help="tcn on rows: convolve across each row first (0 = off)"
+    )
+    model.add_argument(
+        "--step-stages", type=int, help="step encoder conv-conv-pool stages across the row (1)"
     )
     model.add_argument("--kernel-size", type=int)
     model.add_argument("--dilations", type=_dilations, help="e.g. 1,2,4,8")

@@ -89,6 +89,7 @@ class ModelConfig:
     units: int | None = None  # lstm/gru hidden units; None: sized to RNN_PARAMETERS (Bai et al.)
     step_filters: int = 0  # TCN on rows/columns: convolve across each step's pixels first
     #                        (layers.StepEncoder) with this many channels; 0 = off
+    step_stages: int = 1  # StepEncoder conv-conv-pool stages (each halves the row, doubles channels)
 
     def __post_init__(self) -> None:
         _check(
@@ -112,6 +113,7 @@ class ModelConfig:
         )
         _check(self.units is None or self.units >= 1, f"units must be >= 1, got {self.units}")
         _check(self.step_filters >= 0, f"step_filters must be >= 0, got {self.step_filters}")
+        _check(self.step_stages >= 1, f"step_stages must be >= 1, got {self.step_stages}")
         _check(self.stacks is None or self.stacks >= 1, f"stacks must be >= 1, got {self.stacks}")
         _check(
             self.dropout is None or 0 <= self.dropout < 1,

@@ -63,7 +63,9 @@ def build_tcn(
     """
     inputs, x = _standardize(steps, features, mean, variance)
     if cfg.step_filters:
-        x = StepEncoder(cfg.step_filters, activation=cfg.activation, name="step_encoder")(x)
+        x = StepEncoder(
+            cfg.step_filters, activation=cfg.activation, stages=cfg.step_stages, name="step_encoder"
+        )(x)
     x = TCN(
         cfg.filters,
         cfg.kernel_size,

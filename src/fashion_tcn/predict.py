@@ -17,7 +17,7 @@ import keras
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from fashion_tcn.config import load_config
+from fashion_tcn.config import ConfigError, load_config
 from fashion_tcn.data import CLASS_NAMES
 from fashion_tcn.layers import TCN
 from fashion_tcn.models import final_probabilities
@@ -185,11 +185,26 @@ def top_k(probs: np.ndarray, k: int = 3) -> list[dict]:
 
 
 def export(run_dir: Path, fmt: str, out: Path | None = None) -> Path:
-    """SavedModel (TF Serving; signature `serve`) or a TFLite flatbuffer of the run's model."""
-    import tensorflow as tf
+    """SavedModel (TF Serving; signature `serve`) or a TFLite flatbuffer of the run's model.
+
+    Both formats are TensorFlow's, so this is the one command that needs TensorFlow installed
+    whatever the Keras backend (on JAX, Keras converts the model with jax2tf).
+    """
+    try:
+        import tensorflow as tf
+    except ImportError as error:
+        raise ConfigError(
+            "export needs TensorFlow: pip install -e '.[cpu]' (or '.[gpu]')"
+        ) from error
 
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose from {', '.join(EXPORT_FORMATS)}")
+    if fmt == "tflite" and keras.backend.backend() != "tensorflow":
+        # the converter rejects the uint32 seed variables a JAX-built model carries
+        raise ConfigError(
+            "TFLite export needs Keras on TensorFlow: run it with KERAS_BACKEND=tensorflow "
+            "(model.keras is the same file on every backend)"
+        )
     model = keras.saving.load_model(run_dir / "model.keras")
     saved = out if fmt == "savedmodel" and out else run_dir / "export" / "savedmodel"
     model.export(str(saved), format="tf_saved_model", verbose=False)

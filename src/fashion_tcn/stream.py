@@ -187,9 +187,12 @@ class StreamingClassifier:
     def flops_per_step(self) -> int:
         """Per sequence: convolutions, shortcuts and the classifier for one new step."""
         encoder = 0
-        if self.encoder is not None:  # (1, k) convolutions at every one of a step's features
-            features = self.encoder.input.shape[-1]
-            encoder = sum(2 * features * np.prod(conv.kernel.shape) for conv in self.encoder.convs)
+        if self.encoder is not None:  # (1, k) convolutions along the step, two per stage
+            features = self.encoder.input.shape[-1]  # positions in stage s: features // 2**s
+            encoder = sum(
+                2 * (features // 2 ** (i // 2)) * np.prod(conv.kernel.shape)
+                for i, conv in enumerate(self.encoder.convs)
+            )
         return sum(block.flops() for block in self.blocks) + int(encoder) + 2 * self.head[0].size
 
 
