@@ -89,7 +89,7 @@ class ModelConfig:
     units: int | None = None  # lstm/gru hidden units; None: sized to RNN_PARAMETERS (Bai et al.)
     step_filters: int = 0  # TCN on rows/columns: convolve across each step's pixels first
     #                        (layers.StepEncoder) with this many channels; 0 = off
-    step_stages: int = 1  # StepEncoder conv-conv-pool stages (each halves the row, doubles channels)
+    step_stages: int = 1  # StepEncoder conv-conv-pool stages: each halves the row, doubles channels
 
     def __post_init__(self) -> None:
         _check(
