@@ -54,6 +54,7 @@ def test_files_and_round_trip(tmp_path, suffix):
         ({"train.ema": -0.1}, "ema must be"),
         ({"model.step_filters": -1}, "step_filters must be"),
         ({"model.step_stages": 0}, "step_stages must be"),
+        ({"model.pooling": "max"}, "unknown pooling"),
     ],
 )
 def test_bad_values_fail_with_one_line(overrides, words):
@@ -105,3 +106,10 @@ def test_step_filters_needs_a_tcn_on_rows(overrides):
     cfg = override(Config(), {"model.step_filters": 8, **overrides})
     with pytest.raises(ConfigError, match=r"step_filters .* needs --model tcn on rows or columns"):
         cfg.resolved()
+
+
+def test_mean_pooling_needs_a_tcn():
+    cfg = override(Config(), {"model.pooling": "mean", "model.kind": "lstm"})
+    with pytest.raises(ConfigError, match="pooling is the TCN's readout; lstm has none"):
+        cfg.resolved()
+    assert override(Config(), {"model.pooling": "mean"}).resolved().model.pooling == "mean"

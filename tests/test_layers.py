@@ -143,3 +143,18 @@ def test_a_second_step_encoder_stage_halves_the_row_and_doubles_the_channels(tmp
     model.save(tmp_path / "e2.keras")
     loaded = keras.saving.load_model(tmp_path / "e2.keras")
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), before)
+
+
+def test_mean_pooling_is_the_causal_running_mean():
+    """Step t's readout averages steps 0..t only; the plain call gives the mean of all."""
+    tcn = TCN(8, 3, (1, 2, 4), pooling="mean")
+    x = np.random.default_rng(6).normal(size=(2, 20, 3)).astype("float32")
+    means = keras.ops.convert_to_numpy(tcn(x, all_steps=True))
+    tcn.pooling = "last"  # same weights, raw per-step outputs
+    raw = keras.ops.convert_to_numpy(tcn(x, all_steps=True))
+    tcn.pooling = "mean"
+    np.testing.assert_allclose(means, np.cumsum(raw, 1) / np.arange(1, 21)[:, None], atol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(tcn(x)), raw.mean(axis=1), atol=1e-5)
+    assert TCN.from_config(tcn.get_config()).pooling == "mean"
+    with pytest.raises(ValueError, match="unknown pooling"):
+        TCN(pooling="max")

@@ -9,7 +9,13 @@ from fashion_tcn.models import build_tcn, step_predictions
 from fashion_tcn.stream import StreamingClassifier
 
 
-def _model(norm: str, activation: str = "relu", skip: bool = False, steps: int = 60) -> keras.Model:
+def _model(
+    norm: str,
+    activation: str = "relu",
+    skip: bool = False,
+    steps: int = 60,
+    pooling: str = "last",
+) -> keras.Model:
     cfg = ModelConfig(
         filters=6,
         kernel_size=3,
@@ -19,6 +25,7 @@ def _model(norm: str, activation: str = "relu", skip: bool = False, steps: int =
         norm=norm,
         activation=activation,
         skip_connections=skip,
+        pooling=pooling,
     )
     model = build_tcn(cfg, steps, 2, mean=0.4, variance=0.09)
     rng = np.random.default_rng(0)
@@ -74,8 +81,9 @@ def test_step_encoder_streams(stages):
     assert stream.flops_per_step() == without.flops_per_step() + encoder
 
 
-def test_chunks_and_reset():
-    model = _model("layer")
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_chunks_and_reset(pooling):
+    model = _model("layer", pooling=pooling)
     x = np.random.default_rng(3).random((2, 60, 2)).astype("float32")
     stream = StreamingClassifier(model, batch=2)
     chunked = np.concatenate([stream.run(x[:, :25]), stream.run(x[:, 25:])], axis=1)

@@ -18,6 +18,7 @@ from fashion_tcn.config import (
     MODEL_KINDS,
     NORMS,
     OPTIMIZERS,
+    POOLINGS,
     SCHEDULES,
     SEQUENCE_MODES,
     Config,
@@ -43,6 +44,7 @@ OVERRIDES = {
     "activation": "model.activation",
     "norm": "model.norm",
     "skip_connections": "model.skip_connections",
+    "pooling": "model.pooling",
     "units": "model.units",
     "step_filters": "model.step_filters",
     "step_stages": "model.step_stages",
@@ -118,6 +120,9 @@ def _parser() -> argparse.ArgumentParser:
     model.add_argument("--activation", choices=ACTIVATIONS)
     model.add_argument("--norm", choices=NORMS)
     model.add_argument("--skip-connections", action="store_true", default=None)
+    model.add_argument(
+        "--pooling", choices=POOLINGS, help="tcn readout: last step (default) or mean so far"
+    )
     model.add_argument("--allow-short-receptive-field", action="store_true", default=None)
     opt = train.add_argument_group("training")
     opt.add_argument("--epochs", type=int)

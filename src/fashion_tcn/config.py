@@ -19,6 +19,7 @@ SEQUENCE_MODES = ("rows", "columns", "pixels", "permuted")
 MODEL_KINDS = ("tcn", "lstm", "gru", "cnn")
 ACTIVATIONS = ("relu", "gelu", "elu", "selu", "tanh", "swish", "silu", "leaky_relu", "mish")
 NORMS = ("none", "batch", "layer", "weight")
+POOLINGS = ("last", "mean")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam")
 SCHEDULES = ("none", "cosine", "plateau")
 
@@ -85,6 +86,7 @@ class ModelConfig:
     activation: str = "relu"
     norm: str | None = None  # none | batch | layer | weight
     skip_connections: bool = False  # WaveNet-style sum of every block's output
+    pooling: str = "last"  # TCN readout: the last step, or the (causal) mean over steps so far
     allow_short_receptive_field: bool = False  # train even if the last step cannot see step 0
     units: int | None = None  # lstm/gru hidden units; None: sized to RNN_PARAMETERS (Bai et al.)
     step_filters: int = 0  # TCN on rows/columns: convolve across each step's pixels first
@@ -113,6 +115,10 @@ class ModelConfig:
         )
         _check(self.units is None or self.units >= 1, f"units must be >= 1, got {self.units}")
         _check(self.step_filters >= 0, f"step_filters must be >= 0, got {self.step_filters}")
+        _check(
+            self.pooling in POOLINGS,
+            f"unknown pooling {self.pooling!r}; choose from {', '.join(POOLINGS)}",
+        )
         _check(self.step_stages >= 1, f"step_stages must be >= 1, got {self.step_stages}")
         _check(self.stacks is None or self.stacks >= 1, f"stacks must be >= 1, got {self.stacks}")
         _check(
@@ -284,6 +290,10 @@ class Config:
         _check(
             not m.step_filters or (m.kind == "tcn" and self.data.sequence in ("rows", "columns")),
             "step_filters convolves across a row's pixels: it needs --model tcn on rows or columns",
+        )
+        _check(
+            m.kind == "tcn" or m.pooling == "last",
+            f"pooling is the TCN's readout; {m.kind} has none",
         )
         if m.kind != "tcn" or m.allow_short_receptive_field:
             return

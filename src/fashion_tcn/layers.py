@@ -207,6 +207,9 @@ class TCN(keras.layers.Layer):
         norm: "none", "batch", "layer" or "weight" normalization inside each block.
         skip_connections: output the sum of every block's residual branch (WaveNet) instead of
             the last block's output.
+        pooling: "last" reads the last step out; "mean" reads the mean over all steps, like a
+            CNN's global average pool. With `all_steps`, step t then gives the mean over steps
+            0..t, so the layer stays causal.
         return_sequences: return every step (B, T, filters) instead of the last (B, filters).
 
     Call arguments:
@@ -238,6 +241,7 @@ class TCN(keras.layers.Layer):
         norm: str = "none",
         skip_connections: bool = False,
         return_sequences: bool = False,
+        pooling: str = "last",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -250,6 +254,9 @@ class TCN(keras.layers.Layer):
         self.norm = norm
         self.skip_connections = skip_connections
         self.return_sequences = return_sequences
+        if pooling not in ("last", "mean"):
+            raise ValueError(f"unknown pooling {pooling!r}; choose from last, mean")
+        self.pooling = pooling
 
     @property
     def receptive_field(self) -> int:
@@ -280,7 +287,14 @@ class TCN(keras.layers.Layer):
             skips.append(residual)
         if self.skip_connections:
             x = ops.sum(ops.stack(skips), axis=0)
-        return x if self.return_sequences or all_steps else x[:, -1, :]
+        if self.return_sequences:
+            return x
+        if self.pooling == "mean":
+            if not all_steps:
+                return ops.mean(x, axis=1)
+            steps = ops.arange(1, ops.shape(x)[1] + 1, dtype=x.dtype)
+            return ops.cumsum(x, axis=1) / steps[None, :, None]  # mean of steps 0..t at t
+        return x if all_steps else x[:, -1, :]
 
     def compute_output_spec(self, inputs, training=None, all_steps=False):
         """Symbolic output; `compute_output_shape` alone cannot see `all_steps`."""
@@ -305,6 +319,7 @@ class TCN(keras.layers.Layer):
             "norm": self.norm,
             "skip_connections": self.skip_connections,
             "return_sequences": self.return_sequences,
+            "pooling": self.pooling,
         }
 
 

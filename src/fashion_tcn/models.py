@@ -75,6 +75,7 @@ def build_tcn(
         cfg.activation,
         cfg.norm,
         cfg.skip_connections,
+        pooling=cfg.pooling,
         name="tcn",
     )(x, all_steps=anytime)
     return _classify(inputs, x, f"tcn_{steps}x{features}")

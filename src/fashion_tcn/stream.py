@@ -151,6 +151,7 @@ class StreamingClassifier:
         self.encoder = model.get_layer("step_encoder") if "step_encoder" in names else None
         self.blocks = [_Block(block) for block in tcn.blocks]
         self.skip_connections = tcn.skip_connections
+        self.pooling = tcn.pooling
         kernel, bias = (
             keras.ops.convert_to_numpy(w) for w in model.get_layer("classifier").weights
         )
@@ -164,6 +165,7 @@ class StreamingClassifier:
         for block in self.blocks:
             block.reset(self.batch)
         self.steps_seen = 0
+        self.feature_sum = 0.0  # running sum of the TCN outputs, for pooling="mean"
 
     def step(self, x: np.ndarray) -> np.ndarray:
         """x: (B, features) for the next step -> (B, 10) class probabilities so far."""
@@ -176,8 +178,11 @@ class StreamingClassifier:
             x, residual = block.step(x)
             skips = skips + residual
         features = skips if self.skip_connections else x
-        logits = features @ self.head[0] + self.head[1]
         self.steps_seen += 1
+        if self.pooling == "mean":
+            self.feature_sum = self.feature_sum + features
+            features = self.feature_sum / self.steps_seen
+        logits = features @ self.head[0] + self.head[1]
         return _softmax(logits)
 
     def run(self, sequences: np.ndarray) -> np.ndarray:
