@@ -10,7 +10,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from fashion_tcn.config import receptive_field
+from fashion_tcn.config import POOLINGS, receptive_field
 
 NORMS = ("none", "batch", "layer", "weight")
 
@@ -254,8 +254,8 @@ class TCN(keras.layers.Layer):
         self.norm = norm
         self.skip_connections = skip_connections
         self.return_sequences = return_sequences
-        if pooling not in ("last", "mean"):
-            raise ValueError(f"unknown pooling {pooling!r}; choose from last, mean")
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r}; choose from {', '.join(POOLINGS)}")
         self.pooling = pooling
 
     @property
