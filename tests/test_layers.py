@@ -1,5 +1,7 @@
 """The TCN layer: causality, receptive field, shapes, config and .keras round trips."""
 
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -158,3 +160,14 @@ def test_mean_pooling_is_the_causal_running_mean():
     assert TCN.from_config(tcn.get_config()).pooling == "mean"
     with pytest.raises(ValueError, match="unknown pooling"):
         TCN(pooling="max")
+
+
+def test_a_step_encoder_saved_before_stages_existed_still_loads():
+    """tests/data holds a one-stage encoder saved by the code before `stages` (commit 72a6a67):
+    its weights are stored under the attribute names, so renaming them would break old runs."""
+    data = Path(__file__).parent / "data"
+    model = keras.saving.load_model(data / "step_encoder_one_stage.keras")
+    x = np.random.default_rng(0).random((1, 28, 28)).astype("float32")
+    expected = np.load(data / "step_encoder_one_stage.npy")
+    np.testing.assert_allclose(model.predict(x, verbose=0), expected, atol=1e-6)
+    assert model.get_layer("enc").stages == 1
