@@ -1,57 +1,109 @@
-"""Training throughput of a config's model on this machine, before committing hours to it.
+"""Training throughput of a config on this machine: the model alone, and the real `train`.
 
-    python benchmarks/config_speed.py configs/pixels-wide.yaml [more configs] [--batches 4]
+    python benchmarks/config_speed.py configs/rows-encoder.yaml configs/pixels-wide.yaml \\
+        [--images 10000] [--rounds 2] [--precision auto]
 
-Builds each config's model, trains one warm-up batch (tracing), then times `--batches` batches
-of random inputs of the right shape, three times, and prints the best samples/s and the minutes
-a 54,000-image epoch (the training split) would take at that speed. No data pipeline or
-augmentation: this is the model's cost alone. The machine's load changes absolute figures; the
-best of three is the least disturbed.
+For each config, interleaved in one process:
+- **model alone**: the config's network (no augmentation) trains on random in-memory sequences
+  of its shape, as many as the real run below trains on per epoch; one warm-up pass (tracing),
+  then the best of `--rounds` timed passes;
+- **real train**: `train()`, the function behind `fashion-tcn train`, on the first `--images`
+  real training images (validation split as configured) for `--rounds + 1` epochs: uint8
+  batches in, augmentation and sequencing inside the model. The figure is the best epoch after
+  the first (which traces) of `train_samples_per_s` in history.csv: the training batches
+  alone, without validation or checkpoints.
+The ratio real / alone says how much the input path and augmentation cost. The last column is the
+minutes a 54,000-image epoch (the full training split) takes at the real speed.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import os
+import tempfile
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras
 import numpy as np
 
-from fashion_tcn.config import load_config
-from fashion_tcn.models import build_model
+from fashion_tcn.config import PRECISIONS, load_config, override
+from fashion_tcn.models import build_model, dtype_policy
 from fashion_tcn.sequences import sequence_shape
+from fashion_tcn.train import auto_precision, train
 
 EPOCH_IMAGES = 54_000  # 60,000 less the default 10% validation split
+
+
+def model_alone(cfg, samples: int) -> tuple[Callable[[], float], int]:
+    """A timer of one fit over `samples` random sequences (samples/s), and the parameters."""
+    steps, features = sequence_shape(cfg.data.sequence)
+    with dtype_policy(cfg.train.precision):
+        model = build_model(cfg.model, steps, features)
+    model.compile(optimizer="adamw", loss="sparse_categorical_crossentropy")
+    batch = cfg.train.batch_size
+    rng = np.random.default_rng(0)
+    x = rng.random((samples, steps, features), dtype=np.float32)
+    y = rng.integers(0, 10, len(x))
+    model.fit(x[:batch], y[:batch], batch_size=batch, verbose=0)  # warm-up: tracing
+
+    def run() -> float:
+        start = time.perf_counter()
+        model.fit(x, y, batch_size=batch, verbose=0, shuffle=False)
+        return len(x) / (time.perf_counter() - start)
+
+    return run, model.count_params()
+
+
+def real_train(cfg) -> list[float]:
+    """`train_samples_per_s` of every epoch after the first."""
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp) / "run"
+        train(cfg, run_dir, verbose=0, test=False)
+        with (run_dir / "history.csv").open() as f:
+            rows = list(csv.DictReader(f))
+    return [float(r["train_samples_per_s"]) for r in rows[1:]]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("configs", nargs="+")
-    parser.add_argument("--batches", type=int, default=4, help="timed batches per repeat")
+    parser.add_argument("--images", type=int, default=10_000, help="real training images used")
+    parser.add_argument("--rounds", type=int, default=2, help="timed rounds of each; best kept")
+    parser.add_argument("--precision", choices=PRECISIONS, help="override the config's")
     args = parser.parse_args()
     print(f"Keras {keras.__version__} on {keras.backend.backend()}")
-    print("| config | parameters | batch | samples/s (best of 3) | min per 54k-image epoch |")
-    print("|---|---|---|---|---|")
+    print(
+        "| config | precision | parameters | batch | model alone samples/s | real train "
+        "samples/s | real / alone | min per 54k-image epoch |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for path in args.configs:
-        cfg = load_config(path).resolved()
-        steps, features = sequence_shape(cfg.data.sequence)
-        model = build_model(cfg.model, steps, features)
-        model.compile(optimizer="adamw", loss="sparse_categorical_crossentropy")
-        batch = cfg.train.batch_size
-        rng = np.random.default_rng(0)
-        x = rng.random((batch * args.batches, steps, features), dtype=np.float32)
-        y = rng.integers(0, 10, len(x))
-        model.fit(x[:batch], y[:batch], batch_size=batch, verbose=0)  # warm-up: tracing
-        best = 0.0
-        for _ in range(3):
-            start = time.perf_counter()
-            model.fit(x, y, batch_size=batch, verbose=0, shuffle=False)
-            best = max(best, len(x) / (time.perf_counter() - start))
-        minutes = EPOCH_IMAGES / best / 60
-        print(f"| {path} | {model.count_params():,} | {batch} | {best:,.0f} | {minutes:.1f} |")
+        cfg = override(
+            load_config(path),
+            {
+                "data.limit_train": args.images,
+                "train.epochs": args.rounds + 1,
+                "train.precision": args.precision,
+            },
+        ).resolved()
+        if cfg.train.precision == "auto":
+            cfg.train.precision = auto_precision(cfg)
+        samples = args.images - round(cfg.data.val_fraction * args.images)
+        run, parameters = model_alone(cfg, samples)
+        alone = run()
+        real = max(real_train(cfg))  # interleaved: alone, real, alone
+        for _ in range(args.rounds - 1):
+            alone = max(alone, run())
+        minutes = EPOCH_IMAGES / real / 60
+        print(
+            f"| {path} | {cfg.train.precision} | {parameters:,} | {cfg.train.batch_size} | "
+            f"{alone:,.0f} | {real:,.0f} | {real / alone:.2f} | {minutes:.1f} |"
+        )
 
 
 if __name__ == "__main__":

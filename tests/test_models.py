@@ -124,12 +124,13 @@ def test_ema_and_label_smoothing_train_and_resume(train_tiny, tmp_path):
     assert metrics["epochs"] == 2
 
 
+@pytest.mark.slow  # a benchmark on the real data: not for the fast tier
 def test_config_speed_prints_a_row_per_config(tmp_path):
     config = tmp_path / "small.yaml"
     config.write_text("model:\n  filters: 8\n  dilations: [1, 2, 4, 8]\n  stacks: 1\n")
     script = Path(__file__).parents[1] / "benchmarks" / "config_speed.py"
     result = subprocess.run(
-        [sys.executable, str(script), str(config), "--batches", "1"],
+        [sys.executable, str(script), str(config), "--images", "600", "--rounds", "1"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -137,4 +138,6 @@ def test_config_speed_prints_a_row_per_config(tmp_path):
     assert result.returncode == 0, result.stderr
     row = next(line for line in result.stdout.splitlines() if line.startswith(f"| {config}"))
     cells = [cell.strip() for cell in row.strip("|").split("|")]
-    assert cells[2] == "128" and float(cells[3].replace(",", "")) > 0 and float(cells[4]) > 0
+    assert cells[1] == "float32" and cells[3] == "128"
+    alone, real, ratio = (float(cells[i].replace(",", "")) for i in (4, 5, 6))
+    assert alone > 0 and real > 0 and ratio == pytest.approx(real / alone, abs=0.01)

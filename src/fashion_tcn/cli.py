@@ -19,6 +19,7 @@ from fashion_tcn.config import (
     NORMS,
     OPTIMIZERS,
     POOLINGS,
+    PRECISIONS,
     SCHEDULES,
     SEQUENCE_MODES,
     Config,
@@ -63,6 +64,7 @@ OVERRIDES = {
     "anytime_loss": "train.anytime_loss",
     "label_smoothing": "train.label_smoothing",
     "ema": "train.ema",
+    "precision": "train.precision",
     "augment": "augment.preset",
     "translate": "augment.translate",
     "flip": "augment.flip",
@@ -145,6 +147,11 @@ def _parser() -> argparse.ArgumentParser:
     opt.add_argument("--label-smoothing", type=float, help="e.g. 0.1 (default 0)")
     opt.add_argument(
         "--ema", type=float, metavar="MOMENTUM", help="average the weights, e.g. 0.99 (0: off)"
+    )
+    opt.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="Keras dtype policy; auto (default): the fastest measured for this device and mode",
     )
     aug = train.add_argument_group("augmentation (training batches only)")
     aug.add_argument("--augment", choices=tuple(AUGMENT_PRESETS), help="preset (default none)")
@@ -264,7 +271,7 @@ def _train(args: argparse.Namespace) -> int:
             cfg,
             run_dir,
             resume=args.resume,
-            verbose=0 if args.quiet else "auto",
+            verbose=_verbosity(args.quiet),
             on_model=_print_summary,
         )
     except KeyboardInterrupt:  # finished epochs are checkpointed: test the best one anyway
@@ -275,6 +282,13 @@ def _train(args: argparse.Namespace) -> int:
     print(format_metrics(metrics))
     print(f"run directory: {run_dir}  (report: {run_dir / 'report.html'})")
     return 0
+
+
+def _verbosity(quiet: bool) -> int:
+    """Keras fit verbosity: a progress bar on a terminal, one line per epoch in a log file."""
+    if quiet:
+        return 0
+    return 1 if sys.stdout.isatty() else 2
 
 
 def _print_summary(model) -> None:

@@ -22,6 +22,7 @@ NORMS = ("none", "batch", "layer", "weight")
 POOLINGS = ("last", "mean")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam")
 SCHEDULES = ("none", "cosine", "plateau")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
 
 class ConfigError(ValueError):
@@ -189,6 +190,9 @@ class TrainConfig:
     label_smoothing: float = 0.0  # share of each target spread over all classes
     ema: float = 0.0  # momentum of an exponential moving average of the weights; 0 = off.
     #                   The average replaces the weights after every epoch (Keras use_ema)
+    precision: str = "auto"  # float32 | mixed_bfloat16 | mixed_float16 (Keras dtype policy;
+    #                          softmax stays float32); auto: the fastest measured for the
+    #                          device and sequence mode (train.auto_precision, README)
 
     def __post_init__(self) -> None:
         _check(self.epochs is None or self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
@@ -218,6 +222,10 @@ class TrainConfig:
         )
         _check(0 <= self.ema < 1, f"ema must be in [0, 1), got {self.ema}")
         _check(self.early_stopping >= 0, f"early_stopping must be >= 0, got {self.early_stopping}")
+        _check(
+            self.precision in PRECISIONS,
+            f"unknown precision {self.precision!r}; choose from {', '.join(PRECISIONS)}",
+        )
 
 
 ADAMW_WEIGHT_DECAY = 0.05  # AdamW's default decay here; Keras's own (0.004) barely regularises

@@ -1,4 +1,9 @@
-"""Classifiers built from a resolved `ModelConfig`: sequence in, 10 class probabilities out.
+"""Classifiers built from a resolved config: images (or sequences) in, 10 class probabilities out.
+
+`build_classifier` is what `train` saves: uint8 images in, then [Augment, training only] ->
+ToSequence -> standardise -> network -> Dense softmax, so the model carries its own
+preprocessing and the input path only slices arrays. `build_model` is the same network taking
+sequences, which is what runs saved before 0.2 hold and what the benchmarks time.
 
 One registry, one signature, so the TCN and its baselines share data, training and metrics:
     tcn    the causal dilated residual TCN (layers.py)
@@ -10,11 +15,16 @@ Every model starts by standardising with the training set's mean and variance.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import keras
 import numpy as np
 
-from fashion_tcn.config import ModelConfig
+from fashion_tcn.augment import make_augment
+from fashion_tcn.config import Config, ModelConfig
 from fashion_tcn.layers import TCN, StepEncoder
+from fashion_tcn.sequences import ToSequence, to_sequences
 
 NUM_CLASSES = 10
 RNN_PARAMETERS = 70_000  # the Bai et al. (2018) budget for sequential MNIST
@@ -35,38 +45,26 @@ def rnn_units(kind: str, features: int, budget: int = RNN_PARAMETERS) -> int:
     return units
 
 
-def _standardize(steps: int, features: int, mean: float, variance: float):
-    inputs = keras.Input((steps, features), name="sequence")
-    x = keras.layers.Normalization(mean=mean, variance=variance, name="standardize")(inputs)
-    return inputs, x
+def _standardize(x, mean: float, variance: float):
+    return keras.layers.Normalization(mean=mean, variance=variance, name="standardize")(x)
 
 
-def _classify(inputs, x, name: str) -> keras.Model:
-    outputs = keras.layers.Dense(NUM_CLASSES, activation="softmax", name="classifier")(x)
-    return keras.Model(inputs, outputs, name=name)
+def _classify(x):
+    """Softmax in float32 whatever the precision policy: bf16 probabilities round to 1."""
+    return keras.layers.Dense(
+        NUM_CLASSES, activation="softmax", dtype="float32", name="classifier"
+    )(x)
 
 
-def build_tcn(
-    cfg: ModelConfig,
-    steps: int,
-    features: int,
-    mean: float = 0.0,
-    variance: float = 1.0,
-    anytime: bool = False,
-) -> keras.Model:
-    """Input (steps, features) in [0, 1] -> standardise -> [StepEncoder] -> TCN -> last step
-    -> Dense softmax.
-
-    With `anytime` the classifier runs on every step: output (B, T, 10), the prediction after
-    each prefix, for training with `CrossEntropy(anytime=...)`; the last step is the usual
-    prediction.
-    """
-    inputs, x = _standardize(steps, features, mean, variance)
+def _tcn(cfg: ModelConfig, x, anytime: bool = False):
+    """(B, T, F) standardised -> [StepEncoder] -> TCN -> (B, filters), or (B, T, filters) with
+    `anytime`: then the classifier runs on every step, the prediction after each prefix, for
+    training with `CrossEntropy(anytime=...)`; the last step is the usual prediction."""
     if cfg.step_filters:
         x = StepEncoder(
             cfg.step_filters, activation=cfg.activation, stages=cfg.step_stages, name="step_encoder"
         )(x)
-    x = TCN(
+    return TCN(
         cfg.filters,
         cfg.kernel_size,
         cfg.dilations,
@@ -78,27 +76,19 @@ def build_tcn(
         pooling=cfg.pooling,
         name="tcn",
     )(x, all_steps=anytime)
-    return _classify(inputs, x, f"tcn_{steps}x{features}")
 
 
-def build_rnn(
-    cfg: ModelConfig, steps: int, features: int, mean: float = 0.0, variance: float = 1.0
-) -> keras.Model:
-    """Standardise -> LSTM or GRU (last state) -> Dense softmax."""
-    units = cfg.units or rnn_units(cfg.kind, features)
+def _rnn(cfg: ModelConfig, x, anytime: bool = False):
+    """LSTM or GRU, last state."""
+    units = cfg.units or rnn_units(cfg.kind, x.shape[-1])
     layer = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[cfg.kind]
-    inputs, x = _standardize(steps, features, mean, variance)
-    x = layer(units, dropout=cfg.dropout or 0.0, name=cfg.kind)(x)
-    return _classify(inputs, x, f"{cfg.kind}_{steps}x{features}")
+    return layer(units, dropout=cfg.dropout or 0.0, name=cfg.kind)(x)
 
 
-def build_cnn(
-    cfg: ModelConfig, steps: int, features: int, mean: float = 0.0, variance: float = 1.0
-) -> keras.Model:
-    """Two conv-conv-pool stages (32 and 64 channels, batch norm) -> global pool -> Dense."""
-    if (steps, features) != (28, 28):
+def _cnn(cfg: ModelConfig, x, anytime: bool = False):
+    """Two conv-conv-pool stages (32 and 64 channels, batch norm) -> global pool."""
+    if tuple(x.shape[1:]) != (28, 28):
         raise ValueError("the cnn reads 28x28 images (rows order)")
-    inputs, x = _standardize(steps, features, mean, variance)
     x = keras.layers.Reshape((28, 28, 1))(x)
     for width in (32, 64):
         for _ in range(2):
@@ -107,11 +97,16 @@ def build_cnn(
             x = keras.layers.Activation(cfg.activation)(x)
         x = keras.layers.MaxPooling2D()(x)
         x = keras.layers.Dropout(cfg.dropout or 0.0)(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    return _classify(inputs, x, "cnn_28x28")
+    return keras.layers.GlobalAveragePooling2D()(x)
 
 
-BUILDERS = {"tcn": build_tcn, "lstm": build_rnn, "gru": build_rnn, "cnn": build_cnn}
+NETWORKS = {"tcn": _tcn, "lstm": _rnn, "gru": _rnn, "cnn": _cnn}
+
+
+def _network_model(cfg: ModelConfig, inputs, x, mean: float, variance: float, anytime: bool):
+    steps, features = x.shape[1:]
+    x = NETWORKS["tcn" if anytime else cfg.kind](cfg, _standardize(x, mean, variance), anytime)
+    return keras.Model(inputs, _classify(x), name=f"{cfg.kind}_{steps}x{features}")
 
 
 def build_model(
@@ -122,9 +117,65 @@ def build_model(
     variance: float = 1.0,
     anytime: bool = False,
 ) -> keras.Model:
-    if anytime:
-        return build_tcn(cfg, steps, features, mean, variance, anytime=True)
-    return BUILDERS[cfg.kind](cfg, steps, features, mean, variance)
+    """Sequences (B, steps, features) in [0, 1] -> standardise -> network -> Dense softmax."""
+    inputs = keras.Input((steps, features), name="sequence")
+    return _network_model(cfg, inputs, inputs, mean, variance, anytime)
+
+
+def build_tcn(
+    cfg: ModelConfig,
+    steps: int,
+    features: int,
+    mean: float = 0.0,
+    variance: float = 1.0,
+    anytime: bool = False,
+) -> keras.Model:
+    """`build_model` for a TCN whatever `cfg.kind` says."""
+    inputs = keras.Input((steps, features), name="sequence")
+    x = _tcn(cfg, _standardize(inputs, mean, variance), anytime)
+    return keras.Model(inputs, _classify(x), name=f"tcn_{steps}x{features}")
+
+
+@contextmanager
+def dtype_policy(name: str) -> Iterator[None]:
+    """Build layers under a precision policy; Keras keeps it per layer, so saved models keep it."""
+    previous = keras.config.dtype_policy().name
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def build_classifier(
+    cfg: Config,
+    mean: float = 0.0,
+    variance: float = 1.0,
+    permutation: np.ndarray | None = None,
+) -> keras.Model:
+    """The model `train` fits and saves, from a resolved config: (B, 28, 28) uint8 images ->
+    [Augment, training only] -> ToSequence -> standardise -> network -> (B, 10) probabilities
+    ((B, T, 10) with an anytime loss). Built under `cfg.train.precision`."""
+    inputs = keras.Input((28, 28), dtype="uint8", name="image")
+    x = inputs
+    with dtype_policy(cfg.train.precision):
+        augment = make_augment(cfg.augment, cfg.train.seed)
+        if augment is not None:
+            x = augment(x)
+        x = ToSequence(cfg.data.sequence, permutation, name="to_sequence")(x)
+        return _network_model(cfg.model, inputs, x, mean, variance, cfg.train.anytime_loss > 0)
+
+
+def takes_images(model: keras.Model) -> bool:
+    """Models trained since 0.2 take images; older ones take sequences."""
+    return model.inputs[0].name == "image"
+
+
+def model_inputs(model: keras.Model, images: np.ndarray, mode: str, permutation=None):
+    """What `model` takes, from (N, 28, 28) uint8 images."""
+    if takes_images(model):
+        return images
+    return keras.ops.convert_to_numpy(to_sequences(images, mode, permutation))
 
 
 @keras.saving.register_keras_serializable(package="fashion_tcn")
@@ -181,11 +232,13 @@ def final_probabilities(probs: np.ndarray) -> np.ndarray:
     return probs[:, -1] if probs.ndim == 3 else probs
 
 
-def step_predictions(model: keras.Model, sequences, steps=None) -> np.ndarray:
+def step_predictions(model: keras.Model, inputs, steps=None) -> np.ndarray:
     """(B, T, F) -> (B, T, 10): a TCN classifier's prediction after each step, in one parallel
     pass (causality: step t's output has seen steps 0..t only). `steps` keeps only those
-    (0-based) step indices: (B, len(steps), 10)."""
-    x = model.get_layer("standardize")(sequences)
+    (0-based) step indices: (B, len(steps), 10). `inputs` are what the model takes: images
+    (then its `to_sequence` layer makes the sequences) or sequences."""
+    x = model.get_layer("to_sequence")(inputs) if takes_images(model) else inputs
+    x = model.get_layer("standardize")(x)
     if any(layer.name == "step_encoder" for layer in model.layers):
         x = model.get_layer("step_encoder")(x)
     x = model.get_layer("tcn")(x, all_steps=True)

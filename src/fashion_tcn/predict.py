@@ -20,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from fashion_tcn.config import ConfigError, load_config
 from fashion_tcn.data import CLASS_NAMES
 from fashion_tcn.layers import TCN
-from fashion_tcn.models import final_probabilities
+from fashion_tcn.models import final_probabilities, model_inputs
 from fashion_tcn.sequences import to_sequences
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
@@ -150,7 +150,8 @@ class Predictor:
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """(N, 28, 28) uint8 -> (N, 10)."""
-        return final_probabilities(self.model.predict(self.sequences(images), verbose=0))
+        x = model_inputs(self.model, images, self.cfg.data.sequence, self.permutation)
+        return final_probabilities(self.model.predict(x, verbose=0))
 
     def can_stream(self) -> bool:
         return any(isinstance(layer, TCN) for layer in self.model.layers)

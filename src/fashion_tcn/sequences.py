@@ -1,6 +1,6 @@
-"""Images become sequences, and sequences become batches: a `tf.data` pipeline on TensorFlow,
-a `keras.utils.PyDataset` on the other Keras backends (JAX or PyTorch, e.g. on a GPU machine
-without TensorFlow).
+"""Images become sequences (a function and the model layer `ToSequence`), and images become
+batches: a `tf.data` pipeline on TensorFlow, a `keras.utils.PyDataset` on the other Keras
+backends (JAX or PyTorch, e.g. on a GPU machine without TensorFlow).
 
 A 28x28 image is read as a sequence of time steps:
     rows      28 steps x 28 features   (top to bottom, one row per step)
@@ -14,15 +14,12 @@ layer, so a saved model carries it.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import keras
 import numpy as np
 
 from fashion_tcn.config import SEQUENCE_MODES, sequence_length
-
-Augment = Callable[[Any], Any]  # (B, 28, 28) uint8 -> same, training only
 
 
 def sequence_shape(mode: str) -> tuple[int, int]:
@@ -53,55 +50,79 @@ def to_sequences(images, mode: str, permutation: np.ndarray | None = None):
     return keras.ops.expand_dims(x, -1)
 
 
+@keras.saving.register_keras_serializable(package="fashion_tcn")
+class ToSequence(keras.layers.Layer):
+    """`to_sequences` as a layer: a model that takes images carries its sequence mode (and the
+    permutation of `permuted` mode) inside it. Always float32, whatever the precision policy.
+
+    Args:
+        mode: rows, columns, pixels or permuted.
+        permutation: the 784-pixel order of `permuted` mode (ignored otherwise).
+
+    Call arguments:
+        images: (batch, 28, 28), values 0..255.
+
+    Returns:
+        (batch, steps, features) float32 in [0, 1].
+    """
+
+    def __init__(self, mode: str, permutation: list[int] | None = None, **kwargs):
+        kwargs["dtype"] = "float32"
+        super().__init__(**kwargs)
+        if mode not in SEQUENCE_MODES:
+            raise ValueError(f"unknown sequence mode {mode!r}")
+        self.mode = mode
+        self.permutation = None if permutation is None else [int(i) for i in permutation]
+
+    def call(self, images):
+        order = None if self.permutation is None else np.asarray(self.permutation, "int32")
+        return to_sequences(images, self.mode, order)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], *sequence_shape(self.mode))
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode, "permutation": self.permutation}
+
+
 def make_dataset(
     images: np.ndarray,
     labels: np.ndarray,
-    mode: str,
     *,
     batch_size: int,
-    permutation: np.ndarray | None = None,
     shuffle: bool = False,
     seed: int = 0,
-    augment: Augment | None = None,
 ) -> Any:
-    """Batches of (sequence, label); `augment` runs on the images, before sequencing."""
+    """Batches of (uint8 images, int32 labels), reshuffled every epoch from `seed`.
+
+    Nothing but slicing happens here: sequencing and augmentation are the model's own first
+    layers, so the input path never makes the model wait.
+    """
     if keras.backend.backend() != "tensorflow":
-        return SequenceBatches(
-            images, labels, mode, batch_size, permutation, shuffle, seed, augment
-        )
+        return ImageBatches(images, labels, batch_size, shuffle, seed)
     import tensorflow as tf
 
     dataset = tf.data.Dataset.from_tensor_slices((images, labels.astype("int32")))
     if shuffle:
         dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size)
-    if augment is not None:
-        dataset = dataset.map(lambda x, y: (augment(x), y), num_parallel_calls=tf.data.AUTOTUNE)
-    dataset = dataset.map(
-        lambda x, y: (to_sequences(x, mode, permutation), y), num_parallel_calls=tf.data.AUTOTUNE
-    )
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-class SequenceBatches(keras.utils.PyDataset):
+class ImageBatches(keras.utils.PyDataset):
     """The batches `make_dataset` gives, without TensorFlow: the same images in the same batch
-    size, shuffled afresh every epoch from `seed`, augmented (if asked) before sequencing."""
+    size, shuffled afresh every epoch from `seed`."""
 
     def __init__(
         self,
         images: np.ndarray,
         labels: np.ndarray,
-        mode: str,
         batch_size: int,
-        permutation: np.ndarray | None = None,
         shuffle: bool = False,
         seed: int = 0,
-        augment: Augment | None = None,
     ):
         super().__init__()
         self.images, self.labels = images, labels.astype("int32")
-        self.mode, self.batch_size, self.permutation = mode, batch_size, permutation
-        self.shuffle, self.augment = shuffle, augment
+        self.batch_size, self.shuffle = batch_size, shuffle
         self.rng = np.random.default_rng(seed)
         self.order = np.arange(len(images))
         self.on_epoch_end()
@@ -111,10 +132,7 @@ class SequenceBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index: int):
         take = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        x = self.images[take]
-        if self.augment is not None:
-            x = self.augment(x)
-        return to_sequences(x, self.mode, self.permutation), self.labels[take]
+        return self.images[take], self.labels[take]
 
     def on_epoch_end(self) -> None:
         if self.shuffle:

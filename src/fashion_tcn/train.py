@@ -19,7 +19,7 @@ import csv
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -27,15 +27,16 @@ import keras
 import numpy as np
 
 from fashion_tcn import evaluate, plots, report
-from fashion_tcn.augment import make_augmenter
 from fashion_tcn.config import Config, ConfigError, TrainConfig, load_config, save_config
 from fashion_tcn.data import CLASS_NAMES, Split, load_fashion_mnist
 from fashion_tcn.models import (
     CrossEntropy,
     LastStepAccuracy,
-    build_model,
+    build_classifier,
     final_probabilities,
+    model_inputs,
     step_predictions,
+    takes_images,
 )
 from fashion_tcn.sequences import make_dataset, make_permutation, sequence_shape
 
@@ -116,7 +117,9 @@ def _carry_state(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> N
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Adds `epoch_time` (s) and `samples_per_s` to the logs that CSVLogger writes next."""
+    """Adds to the logs that CSVLogger writes next: `epoch_time` (s, validation included),
+    `samples_per_s` over it, and `train_samples_per_s` over the training batches alone, the
+    figure to hold against the model's own speed (benchmarks/config_speed.py)."""
 
     def __init__(self, samples: int):
         super().__init__()
@@ -124,11 +127,43 @@ class EpochTimer(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.start = time.perf_counter()
+        self.trained = None
+
+    def on_test_begin(self, logs=None):  # validation starts: the training batches are done
+        self.trained = time.perf_counter() - self.start
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - self.start
         logs["epoch_time"] = seconds
         logs["samples_per_s"] = self.samples / seconds
+        logs["train_samples_per_s"] = self.samples / (self.trained or seconds)
+
+
+def accelerator() -> bool:
+    """Whether the Keras backend trains on a GPU (or another accelerator) here."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() != "cpu"
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    return False
+
+
+def auto_precision(cfg: Config) -> str:
+    """The precision `auto` stands for, as measured (README, "Speed"): bfloat16 on an
+    accelerator; on a CPU bfloat16 only for the 784-step modes, where the wide convolutions
+    gain from it, and float32 for rows and columns, which it slows down."""
+    if accelerator() or cfg.data.sequence in ("pixels", "permuted"):
+        return "mixed_bfloat16"
+    return "float32"
 
 
 def default_run_dir(cfg: Config) -> Path:
@@ -181,6 +216,8 @@ def train(
     A KeyboardInterrupt propagates; every finished epoch is already checkpointed by then.
     """
     cfg = cfg.resolved()
+    if cfg.train.precision == "auto":  # saved resolved, so a resume or re-run builds the same
+        cfg = replace(cfg, train=replace(cfg.train, precision=auto_precision(cfg)))
     run_dir = run_dir or default_run_dir(cfg)
     if resume:
         if not (run_dir / "last.keras").is_file():
@@ -190,7 +227,6 @@ def train(
             f"{run_dir}: run directory exists and is not empty; choose another "
             "--run-dir or continue it with --resume"
         )
-    steps, features = sequence_shape(cfg.data.sequence)
     _seed_everything(cfg.train.seed)
     splits = load_splits(cfg)  # before touching the run dir, so bad data leaves nothing behind
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -198,38 +234,28 @@ def train(
     (run_dir / "data.json").write_text(json.dumps(splits.provenance, indent=2))
     permutation = _permutation(cfg, run_dir)
 
-    pixels = splits.x_train.astype("float32") / 255.0
     if resume:
         model = keras.saving.load_model(run_dir / "last.keras")
+        if not takes_images(model):
+            raise ConfigError(
+                f"{run_dir}: saved by fashion-tcn before 0.2 (its model takes sequences, not "
+                "images); it still evaluates, reports and predicts, but cannot be resumed"
+            )
         initial_epoch = len(_read_history(run_dir))
     else:
-        model = build_model(
-            cfg.model,
-            steps,
-            features,
-            float(pixels.mean()),
-            float(pixels.var()),
-            anytime=cfg.train.anytime_loss > 0,
-        )
+        pixels = splits.x_train.astype("float32") / 255.0
+        model = build_classifier(cfg, float(pixels.mean()), float(pixels.var()), permutation)
+        del pixels
         initial_epoch = 0
-    del pixels
+    # uint8 images only: sequencing and augmentation (training only) are the model's layers
     train_ds = make_dataset(
         splits.x_train,
         splits.y_train,
-        cfg.data.sequence,
         batch_size=cfg.train.batch_size,
-        permutation=permutation,
         shuffle=True,
         seed=cfg.train.seed,
-        augment=make_augmenter(cfg.augment, cfg.train.seed),  # training batches only
     )
-    val_ds = make_dataset(
-        splits.x_val,
-        splits.y_val,
-        cfg.data.sequence,
-        batch_size=cfg.train.batch_size,
-        permutation=permutation,
-    )
+    val_ds = make_dataset(splits.x_val, splits.y_val, batch_size=cfg.train.batch_size)
     optimizer = make_optimizer(cfg.train, len(train_ds))
     if resume:  # same state, but a schedule as long as the --epochs asked for now
         _carry_state(model, optimizer)
@@ -304,19 +330,15 @@ def evaluate_run(
     if splits is None:
         splits = load_splits(cfg)
     model = keras.saving.load_model(run_dir / "model.keras")
-    test_ds = make_dataset(
-        splits.x_test,
-        splits.y_test,
-        cfg.data.sequence,
-        batch_size=512,
-        permutation=_permutation(cfg, run_dir),
-    )
-    probs = final_probabilities(model.predict(test_ds, verbose=0))
+    x_test = model_inputs(model, splits.x_test, cfg.data.sequence, _permutation(cfg, run_dir))
+    probs = final_probabilities(model.predict(x_test, batch_size=512, verbose=0))
     metrics = evaluate.compute_metrics(splits.y_test, probs, CLASS_NAMES)
     if cfg.model.kind == "tcn":  # causal: the prediction after 10%, 20%, ... of the sequence
         steps = sequence_shape(cfg.data.sequence)[0]
         at = [max(1, round(f * steps)) - 1 for f in evaluate.ANYTIME_FRACTIONS]
-        partial = np.concatenate([step_predictions(model, x, at) for x, _ in test_ds])
+        partial = np.concatenate(
+            [step_predictions(model, x_test[i : i + 512], at) for i in range(0, len(x_test), 512)]
+        )
         metrics["anytime"] = evaluate.anytime_accuracy(splits.y_test, partial, steps, at)
     history = _read_history(run_dir)
     metrics.update(

@@ -1,0 +1,84 @@
+"""--precision: every policy trains, saves, reloads, streams and exports; softmax stays float32."""
+
+import keras
+import numpy as np
+import pytest
+import yaml
+
+from fashion_tcn.config import Config, ConfigError, override
+from fashion_tcn.data import load_fashion_mnist
+from fashion_tcn.models import step_predictions
+from fashion_tcn.predict import Predictor
+from fashion_tcn.stream import StreamingClassifier
+from fashion_tcn.train import auto_precision
+
+# how far a low-precision full pass may be from the float64 stream of the same weights
+TOLERANCE = {"float32": 1e-5, "mixed_bfloat16": 0.05, "mixed_float16": 0.01}
+
+
+@pytest.fixture(scope="module", params=["float32", "mixed_bfloat16", "mixed_float16"])
+def run(request, train_tiny, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp(request.param) / "run"
+    flags = ("--epochs", "2", "--filters", "8", "--dilations", "1,2,4", "--flip", "0.5")
+    assert train_tiny(run_dir, *flags, "--precision", request.param) == 0
+    return request.param, run_dir
+
+
+@pytest.fixture(scope="module")
+def images(tiny_data_dir):
+    return load_fashion_mnist(tiny_data_dir)[1].images[:6]
+
+
+def test_policy_is_saved_and_kept_on_reload(run):
+    precision, run_dir = run
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["train"]["precision"] == precision
+    model = keras.saving.load_model(run_dir / "model.keras")
+    assert model.get_layer("tcn").dtype_policy.name == precision
+    assert model.get_layer("classifier").dtype_policy.name == "float32"
+    for name in ("augment", "to_sequence"):
+        assert model.get_layer(name).compute_dtype == "float32"
+    assert all(w.dtype == "float32" for w in model.trainable_weights)  # master weights
+
+
+def test_probabilities_are_float32_and_sum_to_one(run, images):
+    _, run_dir = run
+    probs = Predictor(run_dir).probabilities(images)
+    assert probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_streaming_follows_the_full_pass(run, images):
+    precision, run_dir = run
+    predictor = Predictor(run_dir)
+    full = step_predictions(predictor.model, images)
+    streamed = StreamingClassifier(predictor.model, batch=len(images)).run(
+        predictor.sequences(images)
+    )
+    np.testing.assert_allclose(streamed, full, atol=TOLERANCE[precision])
+
+
+def test_savedmodel_export_gives_the_same_predictions(run, images, tmp_path):
+    import tensorflow as tf
+
+    from fashion_tcn.cli import main
+
+    _, run_dir = run
+    out = tmp_path / "sm"
+    assert main(["export", str(run_dir), "--format", "savedmodel", "--out", str(out)]) == 0
+    loaded = tf.saved_model.load(str(out))
+    expected = Predictor(run_dir).probabilities(images)
+    np.testing.assert_allclose(loaded.serve(images).numpy(), expected, atol=1e-5)
+
+
+def test_auto_resolves_by_mode_on_this_cpu():
+    rows = Config().resolved()
+    pixels = override(Config(), {"data.sequence": "pixels"}).resolved()
+    assert rows.train.precision == pixels.train.precision == "auto"
+    assert auto_precision(rows) == "float32"
+    assert auto_precision(pixels) == "mixed_bfloat16"
+
+
+def test_unknown_precision_is_refused():
+    with pytest.raises(ConfigError, match="unknown precision 'half'"):
+        override(Config(), {"train.precision": "half"})
