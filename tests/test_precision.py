@@ -82,3 +82,15 @@ def test_auto_resolves_by_mode_on_this_cpu():
 def test_unknown_precision_is_refused():
     with pytest.raises(ConfigError, match="unknown precision 'half'"):
         override(Config(), {"train.precision": "half"})
+
+
+def test_resume_restores_the_optimizer_state(run, tiny_data_dir, recwarn):
+    """Last in this file: it extends the module's run. mixed_float16's loss-scale wrapper is
+    saved with the run, so nothing of the optimizer is skipped on reload."""
+    from fashion_tcn.cli import main
+
+    _, run_dir = run
+    flags = ["--data-dir", str(tiny_data_dir), "--run-dir", str(run_dir), "--quiet"]
+    assert main(["train", *flags, "--resume", "--epochs", "3"]) == 0
+    assert not [w for w in recwarn if "Skipping variable loading" in str(w.message)]
+    assert len((run_dir / "history.csv").read_text().splitlines()) == 1 + 3

@@ -92,16 +92,19 @@ def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.O
             "ema_momentum": cfg.ema,
             "ema_overwrite_frequency": steps_per_epoch,
         }
-    if cfg.optimizer == "sgd":
-        return keras.optimizers.SGD(momentum=cfg.momentum, nesterov=True, **common)
-    if cfg.optimizer == "rmsprop":
-        return keras.optimizers.RMSprop(momentum=cfg.momentum, **common)
     optimizers = {
         "adam": keras.optimizers.Adam,
         "adamw": keras.optimizers.AdamW,
         "nadam": keras.optimizers.Nadam,
+        "sgd": lambda **kw: keras.optimizers.SGD(momentum=cfg.momentum, nesterov=True, **kw),
+        "rmsprop": lambda **kw: keras.optimizers.RMSprop(momentum=cfg.momentum, **kw),
     }
-    return optimizers[cfg.optimizer](**common)
+    optimizer = optimizers[cfg.optimizer](**common)
+    if cfg.precision == "mixed_float16":
+        # wrapped here, not by compile(), so the saved optimizer is the wrapper and a resume
+        # restores its state (compile's own wrapper is saved as the bare optimizer)
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
 
 
 def _carry_state(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> None:
