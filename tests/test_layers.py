@@ -171,3 +171,37 @@ def test_a_step_encoder_saved_before_stages_existed_still_loads():
     expected = np.load(data / "step_encoder_one_stage.npy")
     np.testing.assert_allclose(model.predict(x, verbose=0), expected, atol=1e-6)
     assert model.get_layer("enc").stages == 1
+
+
+@pytest.mark.parametrize(
+    ("steps", "options"),
+    [
+        (784, {"kernel_size": 7, "dilations": [2**i for i in range(8)], "norm": "weight"}),
+        (28, {"kernel_size": 3, "dilations": [1, 2, 4, 8], "stacks": 2, "norm": "layer"}),
+        (28, {"kernel_size": 2, "dilations": [1, 2, 4, 8, 16], "skip_connections": True}),
+        (30, {"kernel_size": 2, "dilations": [3, 6, 2, 12]}),  # gcds 1, 2, 2, 12
+        (31, {"kernel_size": 3, "dilations": [8, 4, 2, 1]}),  # nothing to thin
+    ],
+)
+def test_last_step_path_equals_the_full_pass(steps, options):
+    """The last-step output thins the sequence before the last stack's blocks (a quarter of
+    the work on pixels): it must equal the full pass's last step, in training too."""
+    tcn = TCN(6, **options)
+    x = np.random.default_rng(0).random((3, steps, 2)).astype("float32")
+    for training in (False, True):  # no dropout: training changes nothing random
+        last = np.asarray(tcn(x, training=training))
+        full = np.asarray(tcn(x, training=training, all_steps=True))[:, -1]
+        np.testing.assert_allclose(last, full, atol=2e-6)
+
+
+def test_last_step_path_gradients_equal_the_full_pass():
+    tcn = TCN(4, kernel_size=3, dilations=[1, 2, 4, 8], norm="weight")
+    x = tf.constant(np.random.default_rng(1).random((2, 40, 3)), tf.float32)
+    grads = []
+    for all_steps in (False, True):
+        with tf.GradientTape() as tape:
+            out = tcn(x, all_steps=all_steps)
+            loss = tf.reduce_sum(tf.square(out if not all_steps else out[:, -1]))
+        grads.append(tape.gradient(loss, tcn.trainable_weights))
+    for thin, full in zip(*grads, strict=True):
+        np.testing.assert_allclose(thin.numpy(), full.numpy(), atol=1e-5)

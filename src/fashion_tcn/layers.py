@@ -7,6 +7,8 @@ step t depends on inputs at steps <= t only.
 
 from __future__ import annotations
 
+import math
+
 import keras
 from keras import ops
 
@@ -72,11 +74,13 @@ class CausalConv1D(keras.layers.Layer):
         norm = ops.sqrt(ops.sum(ops.square(self.kernel), axis=(0, 1), keepdims=True) + 1e-12)
         return self.gain * self.kernel / norm
 
-    def call(self, inputs):
-        padded = ops.pad(inputs, ((0, 0), (self.history, 0), (0, 0)))  # past only
-        outputs = ops.conv(
-            padded, self.effective_kernel(), padding="valid", dilation_rate=self.dilation_rate
-        )
+    def call(self, inputs, dilation_rate=None):
+        """`dilation_rate` overrides the layer's for one call: on a sequence already thinned
+        to every d-th step, dilation d becomes 1 (`TCN`'s last-step path)."""
+        dilation = self.dilation_rate if dilation_rate is None else dilation_rate
+        history = (self.kernel_size - 1) * dilation
+        padded = ops.pad(inputs, ((0, 0), (history, 0), (0, 0)))  # past only
+        outputs = ops.conv(padded, self.effective_kernel(), padding="valid", dilation_rate=dilation)
         return outputs + self.bias
 
     def compute_output_shape(self, input_shape):
@@ -167,10 +171,10 @@ class ResidualBlock(keras.layers.Layer):
             self.shortcut = keras.layers.Conv1D(self.filters, 1, name="shortcut")
             self.shortcut.build(input_shape)
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, dilation_rate=None):
         x = inputs
         for conv, norm, drop in zip(self.convs, self.norms, self.drops, strict=True):
-            x = conv(x)
+            x = conv(x, dilation_rate=dilation_rate)
             if norm is not None:
                 x = norm(x, training=training)
             x = drop(self.act(x), training=training)
@@ -281,6 +285,8 @@ class TCN(keras.layers.Layer):
                 self.blocks.append(block)
 
     def call(self, inputs, training=None, all_steps=False):
+        if self._last_step_only(inputs, all_steps):
+            return self._last_step(inputs, training)
         x, skips = inputs, []
         for block in self.blocks:
             x, residual = block(x, training=training)
@@ -295,6 +301,43 @@ class TCN(keras.layers.Layer):
             steps = ops.arange(1, ops.shape(x)[1] + 1, dtype=x.dtype)
             return ops.cumsum(x, axis=1) / steps[None, :, None]  # mean of steps 0..t at t
         return x if all_steps else x[:, -1, :]
+
+    def _last_step_only(self, inputs, all_steps: bool) -> bool:
+        """Whether only the last step's output is wanted and can be computed on its own.
+
+        Batch norm in training normalises over every step, so leaving steps out would change
+        its statistics: it always takes the full pass.
+        """
+        wanted = not (all_steps or self.return_sequences or self.pooling == "mean")
+        return wanted and self.norm != "batch" and inputs.shape[1] is not None
+
+    def _last_step(self, inputs, training=None):
+        """The last step's output with a fraction of the work of the full pass.
+
+        A block of dilation d reads steps t, t - d, t - 2d, ...; when every later block's
+        dilation is a multiple of g, the steps the last one needs are T - 1, T - 1 - g, ..., so
+        the sequence can be thinned to those before the block, which then runs with dilation
+        d / g. With dilations 1, 2, 4, ... the blocks of the last stack see T, T/2, T/4, ...
+        steps: the 8-block pixel TCN does about a quarter of the full pass's work. Causal zero
+        padding thins to itself, so the result equals the full pass's last step (tested);
+        earlier stacks feed every step to the first block of the next and stay whole.
+        """
+        last_stack = len(self.blocks) - len(self.dilations)
+        x, stride, skips = inputs, 1, []
+        for i, block in enumerate(self.blocks):
+            dilation = None
+            if i >= last_stack:
+                gcd = math.gcd(*(b.dilation_rate for b in self.blocks[i:]))
+                factor = gcd // stride
+                if factor > 1:  # keep T - 1 and every factor-th step before it
+                    x = x[:, (x.shape[1] - 1) % factor :: factor]
+                stride = gcd
+                dilation = block.dilation_rate // stride
+            x, residual = block(x, training=training, dilation_rate=dilation)
+            skips.append(residual[:, -1])
+        if self.skip_connections:
+            return ops.sum(ops.stack(skips), axis=0)
+        return x[:, -1, :]
 
     def compute_output_spec(self, inputs, training=None, all_steps=False):
         """Symbolic output; `compute_output_shape` alone cannot see `all_steps`."""
