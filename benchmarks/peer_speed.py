@@ -7,11 +7,12 @@ Shapes (784 x 1 pixel sequences, 10 classes, ReLU, no dropout, no skip connectio
     bai   25 filters, kernel 7, dilations 1-128, no normalization, batch 64 (Bai et al., 2018)
     wide  64 filters, kernel 7, dilations 1-128, no normalization, batch 256 (pixels-wide.yaml)
 
-Contenders are fashion-tcn's `layers.TCN` under every precision policy, keras-tcn 3.5.x (Keras on
-TensorFlow; `pip install --no-deps keras-tcn`) in float32 and, where it builds, mixed_bfloat16,
-and with `--torch` pytorch-tcn (float32, and bf16 autocast + torch.compile on a GPU). Each trains
-random batches of the shape (Adam, sparse cross-entropy); every repeat times each contender in
-turn, and the table gives the best repeat, so a noisy neighbour slows one repeat, not one model.
+Contenders are fashion-tcn's `layers.TCN` (also made to compute every step and classify the
+last, to show what its last-step path saves) and keras-tcn 3.5.x (Keras on TensorFlow;
+`pip install --no-deps keras-tcn`) under each of `--precisions` (float32 by default), and with
+`--torch` pytorch-tcn (float32, and bf16 autocast + torch.compile on a GPU). Each trains random
+batches of the shape (Adam, sparse cross-entropy); every repeat times each contender in turn,
+and the table gives the best repeat, so a noisy neighbour slows one repeat, not one model.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ def _keras_model(make_tcn: Callable[[], keras.layers.Layer], precision: str) -> 
     try:
         inputs = keras.Input((STEPS, 1))
         x = make_tcn()(inputs)
+        if len(x.shape) == 3:  # every step came back: classify the last
+            x = x[:, -1]
         outputs = keras.layers.Dense(10, activation="softmax", dtype="float32")(x)
         model = keras.Model(inputs, outputs)
     finally:
@@ -49,12 +52,12 @@ def _keras_model(make_tcn: Callable[[], keras.layers.Layer], precision: str) -> 
     return model
 
 
-def keras_contenders(filters: int) -> dict[str, Callable[[], keras.Model]]:
+def keras_contenders(filters: int, precisions: list[str]) -> dict[str, Callable[[], keras.Model]]:
     ours = lambda: TCN(filters, KERNEL, DILATIONS)  # noqa: E731
-    contenders = {
-        f"fashion-tcn {p}": (lambda p=p: _keras_model(ours, p))
-        for p in ("float32", "mixed_bfloat16")
-    }
+    contenders = {f"fashion-tcn {p}": (lambda p=p: _keras_model(ours, p)) for p in precisions}
+    # the same layer made to compute every step, as a library without the last-step path does
+    every = lambda: TCN(filters, KERNEL, DILATIONS, return_sequences=True)  # noqa: E731
+    contenders["fashion-tcn float32, every step"] = lambda: _keras_model(every, "float32")
     try:
         from tcn import TCN as PEER_TCN  # keras-tcn
     except ImportError:
@@ -70,7 +73,7 @@ def keras_contenders(filters: int) -> dict[str, Callable[[], keras.Model]]:
             dropout_rate=0.0,
         )
 
-    for p in ("float32", "mixed_bfloat16"):
+    for p in precisions:
         contenders[f"keras-tcn {p}"] = lambda p=p: _keras_model(peer, p)
     return contenders
 
@@ -148,6 +151,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; best kept")
     parser.add_argument("--batches", type=int, default=4, help="timed batches per round")
     parser.add_argument("--torch", action="store_true", help="add pytorch-tcn")
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        default=["float32"],
+        choices=("float32", "mixed_bfloat16", "mixed_float16"),
+        help="Keras dtype policies to run both Keras TCNs under",
+    )
     args = parser.parse_args()
     print(f"Keras {keras.__version__} on {keras.backend.backend()}")
     print("| shape | batch | contender | parameters | samples/s (best) | vs fashion-tcn float32 |")
@@ -155,7 +165,7 @@ def main() -> None:
     for shape in args.shapes:
         filters, batch = SHAPES[shape]["filters"], SHAPES[shape]["batch"]
         timers, sizes = {}, {}
-        for name, build in keras_contenders(filters).items():
+        for name, build in keras_contenders(filters, args.precisions).items():
             try:
                 model = build()
                 timers[name] = keras_timer(model, batch, args.batches)

@@ -202,3 +202,49 @@ def test_same_seed_repeats_exactly(train_tiny, tmp_path):
     assert histories[0] == histories[1]  # epoch, accuracy, loss (times differ, of course)
     probs = [np.load(tmp_path / name / "predictions.npz")["probs"] for name in ("first", "second")]
     np.testing.assert_array_equal(probs[0], probs[1])
+
+
+def test_progress_off_a_terminal_is_one_line_per_epoch(tiny_data_dir, tmp_path):
+    """`make demo > log` must not fill the log with progress-bar redraws."""
+    flags = ["--data-dir", str(tiny_data_dir), "--run-dir", str(tmp_path / "run"), "--epochs", "3"]
+    result = _cli("train", *flags, *SMALL[:-1], "--stacks", "1")  # SMALL less --quiet
+    assert result.returncode == 0, result.stderr
+    assert "\r" not in result.stdout and "\x08" not in result.stdout
+    epoch_lines = [line for line in result.stdout.splitlines() if " - loss: " in line]
+    assert len(epoch_lines) == 3, result.stdout
+
+
+def test_a_run_saved_before_models_took_images_still_evaluates_and_predicts(
+    tiny_data_dir, tmp_path, capsys
+):
+    """Version 0.1 saved models that take sequences: evaluate, predict and streaming feed them
+    sequences; --resume says why it cannot continue them."""
+    import keras
+
+    from fashion_tcn.config import Config, override, save_config
+    from fashion_tcn.data import load_fashion_mnist
+    from fashion_tcn.models import build_model
+
+    cfg = override(Config(), {"model.filters": 8, "model.dilations": [1, 2, 4, 8]}).resolved()
+    run = tmp_path / "old"
+    run.mkdir()
+    save_config(cfg, run / "config.yaml")
+    model = build_model(cfg.model, 28, 28, 0.3, 0.1)  # input named "sequence", as 0.1 saved
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.save(run / "model.keras")
+    model.save(run / "last.keras")
+    assert main(["evaluate", str(run), "--data-dir", str(tiny_data_dir)]) == 0
+    _, test = load_fashion_mnist(tiny_data_dir)
+    expected = model.predict(test.images / np.float32(255), verbose=0).argmax(axis=1)
+    saved = np.load(run / "predictions.npz")["probs"].argmax(axis=1)
+    np.testing.assert_array_equal(saved, expected)
+    np.save(tmp_path / "one.npy", test.images[0])
+    assert main(["predict", str(run), str(tmp_path / "one.npy"), "--stream"]) == 0
+    capsys.readouterr()
+    before = (run / "config.yaml").read_bytes()
+    flags = ["--data-dir", str(tiny_data_dir), "--run-dir", str(run), "--resume"]
+    assert main(["train", *flags, "--epochs", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "before 0.2" in err and "cannot be resumed" in err and "\n" not in err
+    assert (run / "config.yaml").read_bytes() == before
+    assert keras.saving.load_model(run / "model.keras").inputs[0].name == "sequence"

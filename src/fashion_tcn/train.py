@@ -225,6 +225,12 @@ def train(
     if resume:
         if not (run_dir / "last.keras").is_file():
             raise ConfigError(f"{run_dir}: nothing to resume (no last.keras)")
+        model = keras.saving.load_model(run_dir / "last.keras")
+        if not takes_images(model):  # refused before anything in the run is rewritten
+            raise ConfigError(
+                f"{run_dir}: saved by fashion-tcn before 0.2 (its model takes sequences, not "
+                "images); it still evaluates, reports and predicts, but cannot be resumed"
+            )
     elif run_dir.exists() and any(run_dir.iterdir()):
         raise ConfigError(
             f"{run_dir}: run directory exists and is not empty; choose another "
@@ -238,12 +244,6 @@ def train(
     permutation = _permutation(cfg, run_dir)
 
     if resume:
-        model = keras.saving.load_model(run_dir / "last.keras")
-        if not takes_images(model):
-            raise ConfigError(
-                f"{run_dir}: saved by fashion-tcn before 0.2 (its model takes sequences, not "
-                "images); it still evaluates, reports and predicts, but cannot be resumed"
-            )
         initial_epoch = len(_read_history(run_dir))
     else:
         pixels = splits.x_train.astype("float32") / 255.0
