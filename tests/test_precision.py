@@ -71,11 +71,14 @@ def test_savedmodel_export_gives_the_same_predictions(run, images, tmp_path):
     np.testing.assert_allclose(loaded.serve(images).numpy(), expected, atol=1e-5)
 
 
-def test_auto_resolves_by_mode_on_this_cpu():
-    rows = Config().resolved()
+def test_auto_is_float32_on_a_cpu(monkeypatch):
+    import fashion_tcn.train as train_module
+
     pixels = override(Config(), {"data.sequence": "pixels"}).resolved()
-    assert rows.train.precision == pixels.train.precision == "auto"
-    assert auto_precision(rows) == "float32"
+    assert pixels.train.precision == "auto"
+    monkeypatch.setattr(train_module, "accelerator", lambda: False)
+    assert auto_precision(pixels) == "float32"
+    monkeypatch.setattr(train_module, "accelerator", lambda: True)
     assert auto_precision(pixels) == "mixed_bfloat16"
 
 

@@ -191,8 +191,8 @@ class TrainConfig:
     ema: float = 0.0  # momentum of an exponential moving average of the weights; 0 = off.
     #                   The average replaces the weights after every epoch (Keras use_ema)
     precision: str = "auto"  # float32 | mixed_bfloat16 | mixed_float16 (Keras dtype policy;
-    #                          softmax stays float32); auto: the fastest measured for the
-    #                          device and sequence mode (train.auto_precision, README)
+    #                          softmax stays float32); auto: the fastest measured on the
+    #                          device, float32 on a CPU, bfloat16 on a GPU (train.auto_precision)
 
     def __post_init__(self) -> None:
         _check(self.epochs is None or self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")

@@ -162,11 +162,9 @@ def accelerator() -> bool:
 
 def auto_precision(cfg: Config) -> str:
     """The precision `auto` stands for, as measured (README, "Speed"): bfloat16 on an
-    accelerator; on a CPU bfloat16 only for the 784-step modes, where the wide convolutions
-    gain from it, and float32 for rows and columns, which it slows down."""
-    if accelerator() or cfg.data.sequence in ("pixels", "permuted"):
-        return "mixed_bfloat16"
-    return "float32"
+    accelerator (an H100 trained pixels-wide.yaml 4.8x faster with it), float32 on a CPU
+    (TensorFlow's bfloat16 convolutions trained it 10x slower on this project's AVX-512 CPU)."""
+    return "mixed_bfloat16" if accelerator() else "float32"
 
 
 def default_run_dir(cfg: Config) -> Path:
