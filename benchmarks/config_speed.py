@@ -22,14 +22,13 @@ import argparse
 import csv
 import os
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras
-import numpy as np
+from peer_speed import keras_timer  # this folder: scripts run from it
 
 from fashion_tcn.config import PRECISIONS, load_config, override
 from fashion_tcn.models import build_model, dtype_policy
@@ -45,17 +44,7 @@ def model_alone(cfg, samples: int) -> tuple[Callable[[], float], int]:
     with dtype_policy(cfg.train.precision):
         model = build_model(cfg.model, steps, features)
     model.compile(optimizer="adamw", loss="sparse_categorical_crossentropy")
-    batch = cfg.train.batch_size
-    rng = np.random.default_rng(0)
-    x = rng.random((samples, steps, features), dtype=np.float32)
-    y = rng.integers(0, 10, len(x))
-    model.fit(x[:batch], y[:batch], batch_size=batch, verbose=0)  # warm-up: tracing
-
-    def run() -> float:
-        start = time.perf_counter()
-        model.fit(x, y, batch_size=batch, verbose=0, shuffle=False)
-        return len(x) / (time.perf_counter() - start)
-
+    run = keras_timer(model, cfg.train.batch_size, samples, (steps, features))
     return run, model.count_params()
 
 

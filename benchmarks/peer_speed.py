@@ -78,9 +78,13 @@ def keras_contenders(filters: int, precisions: list[str]) -> dict[str, Callable[
     return contenders
 
 
-def keras_timer(model: keras.Model, batch: int, batches: int) -> Callable[[], float]:
+def keras_timer(
+    model: keras.Model, batch: int, samples: int, shape: tuple[int, ...] = (STEPS, 1)
+) -> Callable[[], float]:
+    """A timer of one `fit` over `samples` random inputs of `shape` (samples/s), after a
+    warm-up batch that traces."""
     rng = np.random.default_rng(0)
-    x = rng.random((batch * batches, STEPS, 1), dtype=np.float32)
+    x = rng.random((samples, *shape), dtype=np.float32)
     y = rng.integers(0, 10, len(x))
     model.fit(x[:batch], y[:batch], batch_size=batch, verbose=0)  # warm-up: tracing
 
@@ -168,7 +172,7 @@ def main() -> None:
         for name, build in keras_contenders(filters, args.precisions).items():
             try:
                 model = build()
-                timers[name] = keras_timer(model, batch, args.batches)
+                timers[name] = keras_timer(model, batch, batch * args.batches)
                 sizes[name] = model.count_params()
             except Exception as error:  # a peer that cannot build this policy is reported
                 print(f"| {shape} | {batch} | {name} | - | did not run: {error!r:.80} | - |")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 import keras
 import numpy as np
@@ -131,9 +132,7 @@ def build_tcn(
     anytime: bool = False,
 ) -> keras.Model:
     """`build_model` for a TCN whatever `cfg.kind` says."""
-    inputs = keras.Input((steps, features), name="sequence")
-    x = _tcn(cfg, _standardize(inputs, mean, variance), anytime)
-    return keras.Model(inputs, _classify(x), name=f"tcn_{steps}x{features}")
+    return build_model(replace(cfg, kind="tcn"), steps, features, mean, variance, anytime)
 
 
 @contextmanager
