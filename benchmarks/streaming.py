@@ -21,7 +21,7 @@ import keras
 import numpy as np
 
 from fashion_tcn.config import Config, override
-from fashion_tcn.models import build_tcn
+from fashion_tcn.models import build_model
 from fashion_tcn.stream import StreamingClassifier
 
 
@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     cfg = override(Config(), {"data.sequence": "pixels"}).resolved()
-    variable = build_tcn(cfg.model, None, 1)  # any prefix length
+    variable = build_model(cfg.model, None, 1)  # any prefix length
     if args.run:
         variable.set_weights(keras.saving.load_model(f"{args.run}/model.keras").get_weights())
     stream = StreamingClassifier(variable, batch=1)

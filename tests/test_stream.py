@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from fashion_tcn.config import ModelConfig
-from fashion_tcn.models import build_tcn, step_predictions
+from fashion_tcn.models import build_model, step_predictions
 from fashion_tcn.stream import StreamingClassifier
 
 
@@ -27,7 +27,7 @@ def _model(
         skip_connections=skip,
         pooling=pooling,
     )
-    model = build_tcn(cfg, steps, 2, mean=0.4, variance=0.09)
+    model = build_model(cfg, steps, 2, mean=0.4, variance=0.09)
     rng = np.random.default_rng(0)
     for layer in model.layers:  # non-trivial statistics, so batch norm is really exercised
         for w in layer.weights:
@@ -65,7 +65,7 @@ def test_step_encoder_streams(stages):
         filters=6, kernel_size=3, dilations=[1, 2, 4], stacks=1, dropout=0, norm="layer"
     )
     cfg.step_filters, cfg.step_stages = 3, stages
-    model = build_tcn(cfg, 28, 28, mean=0.3, variance=0.1)
+    model = build_model(cfg, 28, 28, mean=0.3, variance=0.1)
     x = np.random.default_rng(4).random((2, 28, 28)).astype("float32")
     full = step_predictions(model, x)
     np.testing.assert_allclose(full[:, -1], model.predict(x, verbose=0), atol=1e-6)
@@ -73,7 +73,7 @@ def test_step_encoder_streams(stages):
     np.testing.assert_allclose(stream.run(x), full, atol=1e-5)
     width = 28 // 2**stages * 3 * 2 ** (stages - 1)  # what the encoder hands the TCN
     without = StreamingClassifier(
-        build_tcn(ModelConfig(**{**vars(cfg), "step_filters": 0}), 28, width)
+        build_model(ModelConfig(**{**vars(cfg), "step_filters": 0}), 28, width)
     )
     encoder = 2 * 28 * (3 * 1 * 3 + 3 * 3 * 3)  # (1, 3) convolutions 1 -> 3 -> 3, per pixel
     if stages == 2:  # then 3 -> 6 -> 6 on the 14 pooled positions

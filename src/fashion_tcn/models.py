@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 
 import keras
 import numpy as np
@@ -121,18 +120,6 @@ def build_model(
     """Sequences (B, steps, features) in [0, 1] -> standardise -> network -> Dense softmax."""
     inputs = keras.Input((steps, features), name="sequence")
     return _network_model(cfg, inputs, inputs, mean, variance, anytime)
-
-
-def build_tcn(
-    cfg: ModelConfig,
-    steps: int,
-    features: int,
-    mean: float = 0.0,
-    variance: float = 1.0,
-    anytime: bool = False,
-) -> keras.Model:
-    """`build_model` for a TCN whatever `cfg.kind` says."""
-    return build_model(replace(cfg, kind="tcn"), steps, features, mean, variance, anytime)
 
 
 @contextmanager

@@ -128,7 +128,7 @@ class _Block:
 
 
 class StreamingClassifier:
-    """Feed a TCN classifier (as built by `models.build_tcn`) one step or chunk at a time.
+    """Feed a TCN classifier (`models.build_model`, `build_classifier`) one step at a time.
 
     Example:
         >>> stream = StreamingClassifier(model, batch=1)
