@@ -5,8 +5,9 @@
 
 For each config, interleaved in one process:
 - **model alone**: the config's network (no augmentation) trains on random in-memory sequences
-  of its shape, as many as the real run below trains on per epoch; one warm-up pass (tracing),
-  then the best of `--rounds` timed passes;
+  of its shape, as many as the real run below trains on per epoch, for `--rounds + 1` epochs,
+  timed per epoch like the real run (the best epoch after the first), once before and once
+  after the real run;
 - **real train**: `train()`, the function behind `fashion-tcn train`, on the first `--images`
   real training images (validation split as configured) for `--rounds + 1` epochs: uint8
   batches in, augmentation and sequencing inside the model. The figure is the best epoch after
@@ -22,30 +23,44 @@ import argparse
 import csv
 import os
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras
-from peer_speed import keras_timer  # this folder: scripts run from it
+import numpy as np
 
 from fashion_tcn.config import PRECISIONS, load_config, override
 from fashion_tcn.models import build_model, dtype_policy
 from fashion_tcn.sequences import sequence_shape
-from fashion_tcn.train import auto_precision, train
+from fashion_tcn.train import EpochTimer, auto_precision, train
 
 EPOCH_IMAGES = 54_000  # 60,000 less the default 10% validation split
 
 
-def model_alone(cfg, samples: int) -> tuple[Callable[[], float], int]:
-    """A timer of one fit over `samples` random sequences (samples/s), and the parameters."""
+def model_alone(cfg, samples: int, epochs: int) -> tuple[list[float], int]:
+    """Training samples/s of every epoch after the first over `samples` random sequences,
+    timed like the real run (EpochTimer), and the parameters."""
     steps, features = sequence_shape(cfg.data.sequence)
     with dtype_policy(cfg.train.precision):
         model = build_model(cfg.model, steps, features)
     model.compile(optimizer="adamw", loss="sparse_categorical_crossentropy")
-    run = keras_timer(model, cfg.train.batch_size, samples, (steps, features))
-    return run, model.count_params()
+    rng = np.random.default_rng(0)
+    x = rng.random((samples, steps, features), dtype=np.float32)
+    y = rng.integers(0, 10, samples)
+    speeds = []
+    record = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: speeds.append(logs["train_samples_per_s"])
+    )
+    model.fit(
+        x,
+        y,
+        batch_size=cfg.train.batch_size,
+        epochs=epochs,
+        verbose=0,
+        callbacks=[EpochTimer(samples), record],
+    )
+    return speeds[1:], model.count_params()
 
 
 def real_train(cfg) -> list[float]:
@@ -83,11 +98,9 @@ def main() -> None:
         if cfg.train.precision == "auto":
             cfg.train.precision = auto_precision(cfg)
         samples = args.images - round(cfg.data.val_fraction * args.images)
-        run, parameters = model_alone(cfg, samples)
-        alone = run()
-        real = max(real_train(cfg))  # interleaved: alone, real, alone
-        for _ in range(args.rounds - 1):
-            alone = max(alone, run())
+        before, parameters = model_alone(cfg, samples, args.rounds + 1)
+        real = max(real_train(cfg))  # alone, real, alone: a slow spell hits one of each
+        alone = max(before + model_alone(cfg, samples, args.rounds + 1)[0])
         minutes = EPOCH_IMAGES / real / 60
         print(
             f"| {path} | {cfg.train.precision} | {parameters:,} | {cfg.train.batch_size} | "

@@ -124,9 +124,10 @@ def build_model(
 
 @contextmanager
 def dtype_policy(name: str) -> Iterator[None]:
-    """Build layers under a precision policy; Keras keeps it per layer, so saved models keep it."""
+    """Build layers under a precision policy; Keras keeps it per layer, so saved models keep it.
+    "auto" (not yet resolved by `train`) keeps the global policy."""
     previous = keras.config.dtype_policy().name
-    keras.config.set_dtype_policy(name)
+    keras.config.set_dtype_policy(previous if name == "auto" else name)
     try:
         yield
     finally:
