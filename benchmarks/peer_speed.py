@@ -133,7 +133,11 @@ def torch_timers(filters: int, batch: int, batches: int) -> dict[str, Callable[[
             loss.backward()
             optimizer.step()
 
-        step()  # warm-up: compilation
+        try:
+            step()  # warm-up: compilation
+        except Exception as error:  # e.g. torch.compile without a working compiler
+            print(f"pytorch-tcn {name} ({device}) did not run: {error!r:.120}")
+            continue
 
         def run(step=step) -> float:
             if device == "cuda":

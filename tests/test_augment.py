@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from fashion_tcn.augment import Augment, make_augment, transform_seeds
+from fashion_tcn.augment import Augment, make_augment, shift, transform_seeds
 from fashion_tcn.config import AugmentConfig, Config, override
 
 
@@ -55,6 +55,23 @@ def test_translation_moves_pixels_and_keeps_background_black(images):
     assert out[:, 0, 0].max() == 0  # fill is black, like the data's background
 
 
+def test_shift_is_keras_bilinear_translation():
+    """`shift` (two matrix products) gives what Keras's affine transform gives for the same
+    translation: bilinear, black fill; whole-pixel shifts move pixels exactly."""
+    x = np.random.default_rng(0).random((3, 28, 28)).astype("float32")
+    dy = np.array([1.0, -2.3, 0.6], "float32")
+    dx = np.array([0.0, 1.7, -0.4], "float32")
+    ours = np.asarray(shift(x, dy, dx))
+    zero, one = np.zeros(3), np.ones(3)
+    moves = np.stack([one, zero, -dx, zero, one, -dy, zero, zero], axis=1).astype("float32")
+    keras_way = keras.ops.image.affine_transform(
+        x[..., None], moves, interpolation="bilinear", fill_mode="constant", fill_value=0.0
+    )
+    np.testing.assert_allclose(ours, np.asarray(keras_way)[..., 0], atol=1e-5)
+    np.testing.assert_allclose(ours[0, 1:], x[0, :-1], atol=1e-6)
+    np.testing.assert_allclose(ours[0, 0], 0.0)
+
+
 def test_erase_removes_pixels(images):
     out = _train(make_augment(_only(erase=1.0), seed=4), images)
     assert (out.sum(axis=(1, 2)) <= images.astype(float).sum(axis=(1, 2)) + 1e-3).all()
@@ -91,6 +108,9 @@ def test_transforms_draw_independently():
                 draws[f"{transform.name}.{key}.{column}"] = value[:, column]
     flips = keras.random.uniform((10_000,), seed=layer.flip_seed)
     draws["flip"] = np.asarray(keras.ops.convert_to_numpy(flips), np.float64)
+    moves = keras.random.uniform((10_000, 2), seed=layer.shift_seed)
+    for column, axis in enumerate(("down", "right")):
+        draws[f"shift.{axis}"] = np.asarray(keras.ops.convert_to_numpy(moves[:, column]))
     names = [n for n, v in draws.items() if v.std() > 0]
     assert len(names) >= 5
     corr = np.corrcoef(np.stack([draws[n] for n in names]))

@@ -8,6 +8,10 @@ saved model carries the settings.
 
 Every transform draws from its own seed, derived from the run's seed, so no two transforms
 repeat each other's random numbers.
+
+Shifts are two small matrix products per image (`shift_matrices`), the same bilinear result with
+black fill as Keras's `RandomTranslation`, which costs several times the whole training step on
+JAX (its per-pixel gather; `benchmarks/augment_speed.py`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,22 @@ from keras import ops
 from fashion_tcn.config import AugmentConfig
 
 TRANSFORMS = ("flip", "translate", "rotate", "zoom", "erase")
+
+
+def shift_matrices(shifts, size: int = 28):
+    """(B,) shifts in pixels -> (B, size, size) interpolation matrices: output pixel i reads the
+    input at i - shift, linearly between its two nearest pixels, and 0 outside the image."""
+    i = ops.arange(size, dtype="float32")[:, None]
+    j = ops.arange(size, dtype="float32")[None, :]
+    return ops.relu(1.0 - ops.abs(j - i + ops.reshape(shifts, (-1, 1, 1))))
+
+
+def shift(images, dy, dx):
+    """(B, H, W) images moved by (B,) pixel shifts down (dy) and right (dx), bilinear, black
+    fill: rows then columns, since a translation is separable."""
+    rows = shift_matrices(dy, images.shape[1])
+    columns = shift_matrices(dx, images.shape[2])
+    return ops.matmul(ops.matmul(rows, images), ops.transpose(columns, (0, 2, 1)))
 
 
 def transform_seeds(seed: int) -> dict[str, int]:
@@ -73,13 +93,8 @@ class Augment(keras.layers.Layer):
         seeds = transform_seeds(self.seed)
         geometry = {"fill_mode": "constant", "fill_value": 0.0, "dtype": "float32"}
         self.flip_seed = keras.random.SeedGenerator(seeds["flip"], name="flip_seed")
+        self.shift_seed = keras.random.SeedGenerator(seeds["translate"], name="shift_seed")
         self.transforms = []
-        if self.translate:
-            self.transforms.append(
-                keras.layers.RandomTranslation(
-                    self.translate, self.translate, seed=seeds["translate"], **geometry
-                )
-            )
         if self.rotate:
             self.transforms.append(
                 keras.layers.RandomRotation(self.rotate / 360.0, seed=seeds["rotate"], **geometry)
@@ -106,10 +121,17 @@ class Augment(keras.layers.Layer):
         x = ops.cast(images, "float32")
         if not training:
             return x
-        x = x[..., None]  # (B, 28, 28, 1)
+        batch = ops.shape(x)[0]
         if self.flip:
-            draw = keras.random.uniform((ops.shape(x)[0], 1, 1, 1), seed=self.flip_seed)
+            draw = keras.random.uniform((batch, 1, 1), seed=self.flip_seed)
             x = ops.where(draw < self.flip, ops.flip(x, axis=2), x)
+        if self.translate:
+            # up to `translate` of the height and of the width, like RandomTranslation
+            moves = keras.random.uniform(
+                (batch, 2), -self.translate, self.translate, seed=self.shift_seed
+            )
+            x = shift(x, moves[:, 0] * x.shape[1], moves[:, 1] * x.shape[2])
+        x = x[..., None]  # (B, 28, 28, 1)
         for layer in self.transforms:
             x = layer(x, training=True)
         return x[..., 0]
