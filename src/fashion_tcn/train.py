@@ -132,14 +132,33 @@ class EpochTimer(keras.callbacks.Callback):
         self.start = time.perf_counter()
         self.trained = None
 
+    def _done(self) -> float:
+        """Seconds since the epoch began, once the last step has really run: on an accelerator
+        steps are queued, so the clock waits for the optimizer's step count."""
+        keras.ops.convert_to_numpy(self.model.optimizer.iterations)
+        return time.perf_counter() - self.start
+
     def on_test_begin(self, logs=None):  # validation starts: the training batches are done
-        self.trained = time.perf_counter() - self.start
+        if self.trained is None:
+            self.trained = self._done()
 
     def on_epoch_end(self, epoch, logs=None):
-        seconds = time.perf_counter() - self.start
+        seconds = self._done()
         logs["epoch_time"] = seconds
         logs["samples_per_s"] = self.samples / seconds
         logs["train_samples_per_s"] = self.samples / (self.trained or seconds)
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Ends training after an epoch whose loss is NaN or infinite. Keras's TerminateOnNaN checks
+    every batch, which makes an accelerator wait for each step before queuing the next
+    (benchmarks/config_speed.py); a NaN loss stays NaN in the epoch's mean, so an epoch-end look
+    sees it too."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(float(loss)):
+            self.model.stop_training = True
 
 
 def accelerator() -> bool:
@@ -284,7 +303,7 @@ def train(
         ),
         keras.callbacks.ModelCheckpoint(run_dir / "last.keras"),
         keras.callbacks.CSVLogger(run_dir / "history.csv", append=resume),
-        keras.callbacks.TerminateOnNaN(),
+        StopOnNaN(),
     ]
     if cfg.train.schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=2))
