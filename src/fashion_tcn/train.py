@@ -161,6 +161,17 @@ class StopOnNaN(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class EpochCheckpoint(keras.callbacks.ModelCheckpoint):
+    """ModelCheckpoint, saving at epoch ends only. Keras waits for every step to finish while
+    any callback that is not `async_safe` has a batch hook, and ModelCheckpoint has one (a no-op
+    when it saves per epoch): unmarked, it kept an H200 waiting (config_speed.py)."""
+
+    async_safe = True
+
+    def __init__(self, filepath, **kwargs):
+        super().__init__(filepath, save_freq="epoch", **kwargs)
+
+
 def accelerator() -> bool:
     """Whether the Keras backend trains on a GPU (or another accelerator) here."""
     backend = keras.backend.backend()
@@ -214,6 +225,46 @@ def _permutation(cfg: Config, run_dir: Path) -> np.ndarray | None:
     if not path.is_file():
         np.save(path, make_permutation(cfg.train.seed))
     return np.load(path)
+
+
+def run_callbacks(
+    cfg: Config,
+    run_dir: Path,
+    samples: int,
+    extra: Sequence[keras.callbacks.Callback] = (),
+    resume: bool = False,
+) -> list[keras.callbacks.Callback]:
+    """The run's callbacks: timing, checkpoints, history, NaN stop, schedule, early stop. None of
+    them but TensorBoard (when asked for) hooks single batches, so Keras can queue steps ahead
+    on an accelerator instead of waiting for each one."""
+    # on resume the best-so-far checkpoint must only be replaced by a better epoch
+    best = best_val_accuracy(run_dir)
+    callbacks = [
+        EpochTimer(samples),
+        *extra,
+        EpochCheckpoint(
+            run_dir / "model.keras",
+            monitor="val_accuracy",
+            save_best_only=True,
+            initial_value_threshold=best,
+        ),
+        EpochCheckpoint(run_dir / "last.keras"),
+        keras.callbacks.CSVLogger(run_dir / "history.csv", append=resume),
+        StopOnNaN(),
+    ]
+    if cfg.train.schedule == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=2))
+    if cfg.train.early_stopping:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_accuracy",
+                patience=cfg.train.early_stopping,
+                restore_best_weights=False,
+            )
+        )
+    if cfg.train.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(run_dir / "tensorboard"))
+    return callbacks
 
 
 def train(
@@ -290,34 +341,7 @@ def train(
     if on_model is not None:
         on_model(model)
 
-    # on resume the best-so-far checkpoint must only be replaced by a better epoch
-    best = best_val_accuracy(run_dir)
-    callbacks = [
-        EpochTimer(len(splits.x_train)),
-        *callbacks,
-        keras.callbacks.ModelCheckpoint(
-            run_dir / "model.keras",
-            monitor="val_accuracy",
-            save_best_only=True,
-            initial_value_threshold=best,
-        ),
-        keras.callbacks.ModelCheckpoint(run_dir / "last.keras"),
-        keras.callbacks.CSVLogger(run_dir / "history.csv", append=resume),
-        StopOnNaN(),
-    ]
-    if cfg.train.schedule == "plateau":
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=2))
-    if cfg.train.early_stopping:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_accuracy",
-                patience=cfg.train.early_stopping,
-                restore_best_weights=False,
-            )
-        )
-    if cfg.train.tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(run_dir / "tensorboard"))
-
+    callbacks = run_callbacks(cfg, run_dir, len(splits.x_train), callbacks, resume)
     model.fit(
         train_ds,
         validation_data=val_ds,
