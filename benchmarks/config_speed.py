@@ -1,13 +1,13 @@
 """Training throughput of a config on this machine: the model alone, and the real `train`.
 
     python benchmarks/config_speed.py configs/rows-encoder.yaml configs/pixels-wide.yaml \\
-        [--images 10000] [--rounds 2] [--precision auto]
+        [--images 10000] [--rounds 2] [--repeats 2] [--precision auto]
 
-For each config, interleaved in one process:
+For each config, alternating `--repeats` times in one process (alone, real, alone, real, ...), so
+a slow spell on a shared machine hits both alike and each gets as many epochs to show its best:
 - **model alone**: the config's network (no augmentation) trains on random in-memory sequences
   of its shape, as many as the real run below trains on per epoch, for `--rounds + 1` epochs,
-  timed per epoch like the real run (the best epoch after the first), once before and once
-  after the real run;
+  timed per epoch like the real run (the best epoch after the first);
 - **real train**: `train()`, the function behind `fashion-tcn train`, on the first `--images`
   real training images (validation split as configured) for `--rounds + 1` epochs: uint8
   batches in, augmentation and sequencing inside the model. The figure is the best epoch after
@@ -77,7 +77,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("configs", nargs="+")
     parser.add_argument("--images", type=int, default=10_000, help="real training images used")
-    parser.add_argument("--rounds", type=int, default=2, help="timed rounds of each; best kept")
+    parser.add_argument("--rounds", type=int, default=2, help="timed epochs per run; best kept")
+    parser.add_argument("--repeats", type=int, default=2, help="alone/real alternations")
     parser.add_argument("--precision", choices=PRECISIONS, help="override the config's")
     args = parser.parse_args()
     print(f"Keras {keras.__version__} on {keras.backend.backend()}")
@@ -98,9 +99,12 @@ def main() -> None:
         if cfg.train.precision == "auto":
             cfg.train.precision = auto_precision(cfg)
         samples = args.images - round(cfg.data.val_fraction * args.images)
-        before, parameters = model_alone(cfg, samples, args.rounds + 1)
-        real = max(real_train(cfg))  # alone, real, alone: a slow spell hits one of each
-        alone = max(before + model_alone(cfg, samples, args.rounds + 1)[0])
+        alone, real = [], []
+        for _ in range(args.repeats):
+            speeds, parameters = model_alone(cfg, samples, args.rounds + 1)
+            alone += speeds
+            real += real_train(cfg)
+        alone, real = max(alone), max(real)
         minutes = EPOCH_IMAGES / real / 60
         print(
             f"| {path} | {cfg.train.precision} | {parameters:,} | {cfg.train.batch_size} | "
