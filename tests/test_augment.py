@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from fashion_tcn.augment import Augment, make_augment, shift, transform_seeds
+from fashion_tcn.augment import Augment, make_augment, resample, rotate, transform_seeds
 from fashion_tcn.config import AugmentConfig, Config, override
 
 
@@ -55,21 +55,47 @@ def test_translation_moves_pixels_and_keeps_background_black(images):
     assert out[:, 0, 0].max() == 0  # fill is black, like the data's background
 
 
-def test_shift_is_keras_bilinear_translation():
-    """`shift` (two matrix products) gives what Keras's affine transform gives for the same
-    translation: bilinear, black fill; whole-pixel shifts move pixels exactly."""
+def test_resample_is_keras_bilinear_zoom_and_shift():
+    """`resample` (two matrix products) gives what Keras's affine transform gives for the same
+    zoom and translation: bilinear, black fill; whole-pixel shifts move pixels exactly."""
     x = np.random.default_rng(0).random((3, 28, 28)).astype("float32")
-    dy = np.array([1.0, -2.3, 0.6], "float32")
-    dx = np.array([0.0, 1.7, -0.4], "float32")
-    ours = np.asarray(shift(x, dy, dx))
-    zero, one = np.zeros(3), np.ones(3)
-    moves = np.stack([one, zero, -dx, zero, one, -dy, zero, zero], axis=1).astype("float32")
+    scale = np.array([[1.0, 1.0], [0.9, 1.1], [1.05, 0.93]], "float32")  # (down, right)
+    move = np.array([[1.0, 0.0], [-2.3, 1.7], [0.6, -0.4]], "float32")
+    ours = np.asarray(resample(x, scale, move))
+    c = 13.5  # output (col, row) reads input (a0 col + a2, b1 row + b2)
+    zero = np.zeros(3)
+    a0, b1 = scale[:, 1], scale[:, 0]
+    a2, b2 = c * (1 - a0) - move[:, 1], c * (1 - b1) - move[:, 0]
+    transforms = np.stack([a0, zero, a2, zero, b1, b2, zero, zero], axis=1).astype("float32")
     keras_way = keras.ops.image.affine_transform(
-        x[..., None], moves, interpolation="bilinear", fill_mode="constant", fill_value=0.0
+        x[..., None], transforms, interpolation="bilinear", fill_mode="constant", fill_value=0.0
     )
     np.testing.assert_allclose(ours, np.asarray(keras_way)[..., 0], atol=1e-5)
     np.testing.assert_allclose(ours[0, 1:], x[0, :-1], atol=1e-6)
     np.testing.assert_allclose(ours[0, 0], 0.0)
+
+
+def test_rotate_is_close_to_keras_rotation():
+    """Three shears rotate like Keras's one-step bilinear affine rotation, to within a few grey
+    levels (each shear interpolates), and zero degrees changes nothing."""
+    rows, columns = np.mgrid[0:28, 0:28]
+    blob = 200 * np.exp(-((rows - 10) ** 2) / 30 - ((columns - 16) ** 2) / 8)
+    x = np.stack([blob, blob, blob]).astype("float32")
+    angles = np.array([0.17, -0.17, 0.0], "float32")
+    ours = np.asarray(rotate(x, angles))
+    c = 13.5
+    cos, sin = np.cos(angles), np.sin(angles)  # output (col, row) reads input (a col + b row + c)
+    moves = np.stack(
+        [cos, sin, c * (1 - cos - sin), -sin, cos, c * (1 + sin - cos), 0 * cos, 0 * cos], axis=1
+    ).astype("float32")
+    keras_way = np.asarray(
+        keras.ops.image.affine_transform(
+            x[..., None], moves, interpolation="bilinear", fill_mode="constant", fill_value=0.0
+        )
+    )[..., 0]
+    assert np.abs(ours - keras_way).mean() < 0.1 * np.abs(keras_way - x).mean()
+    assert np.abs(ours - keras_way).max() < 10  # of 200
+    np.testing.assert_allclose(ours[2], x[2], atol=1e-4)
 
 
 def test_erase_removes_pixels(images):
@@ -97,20 +123,21 @@ def test_transforms_draw_independently():
     images = np.zeros((10_000, 28, 28, 1), "float32")
     layer.build(images.shape[:-1])
     draws = {}
-    for transform in layer.transforms:
-        params = transform.get_random_transformation(images, training=True)
-        for key, value in params.items():
-            value = np.asarray(keras.ops.convert_to_numpy(value), np.float64)
-            if value.ndim == 0 or value.shape[0] != 10_000:
-                continue  # e.g. the input shape
-            value = value.reshape(10_000, -1)
-            for column in range(value.shape[1]):
-                draws[f"{transform.name}.{key}.{column}"] = value[:, column]
+    params = layer.eraser.get_random_transformation(images, training=True)
+    for key, value in params.items():
+        value = np.asarray(keras.ops.convert_to_numpy(value), np.float64)
+        if value.ndim == 0 or value.shape[0] != 10_000:
+            continue  # e.g. the input shape
+        value = value.reshape(10_000, -1)
+        for column in range(value.shape[1]):
+            draws[f"erase.{key}.{column}"] = value[:, column]
     flips = keras.random.uniform((10_000,), seed=layer.flip_seed)
     draws["flip"] = np.asarray(keras.ops.convert_to_numpy(flips), np.float64)
-    moves = keras.random.uniform((10_000, 2), seed=layer.shift_seed)
-    for column, axis in enumerate(("down", "right")):
-        draws[f"shift.{axis}"] = np.asarray(keras.ops.convert_to_numpy(moves[:, column]))
+    seeds = {"shift": layer.shift_seed, "zoom": layer.zoom_seed, "rotate": layer.rotate_seed}
+    for name, seed in seeds.items():
+        values = keras.ops.convert_to_numpy(keras.random.uniform((10_000, 2), seed=seed))
+        for column, axis in enumerate(("down", "right")):
+            draws[f"{name}.{axis}"] = np.asarray(values[:, column], np.float64)
     names = [n for n, v in draws.items() if v.std() > 0]
     assert len(names) >= 5
     corr = np.corrcoef(np.stack([draws[n] for n in names]))

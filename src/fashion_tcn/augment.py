@@ -9,9 +9,10 @@ saved model carries the settings.
 Every transform draws from its own seed, derived from the run's seed, so no two transforms
 repeat each other's random numbers.
 
-Shifts are two small matrix products per image (`shift_matrices`), the same bilinear result with
-black fill as Keras's `RandomTranslation`, which costs several times the whole training step on
-JAX (its per-pixel gather; `benchmarks/augment_speed.py`).
+Shifts and zoom are two small matrix products per image (`resample`), the same bilinear result
+with black fill as Keras's `RandomTranslation` and `RandomZoom`, and rotation is three shears
+(`rotate`): Keras's layers do these with a per-pixel gather that costs several times the whole
+training step on JAX (`benchmarks/augment_speed.py`).
 """
 
 from __future__ import annotations
@@ -25,20 +26,43 @@ from fashion_tcn.config import AugmentConfig
 TRANSFORMS = ("flip", "translate", "rotate", "zoom", "erase")
 
 
-def shift_matrices(shifts, size: int = 28):
-    """(B,) shifts in pixels -> (B, size, size) interpolation matrices: output pixel i reads the
-    input at i - shift, linearly between its two nearest pixels, and 0 outside the image."""
+def resample_matrices(scale, shift, size: int = 28):
+    """(B,) scales and shifts -> (B, size, size) interpolation matrices: output pixel i reads the
+    input at c + (i - c) * scale - shift (c the centre), linearly between its two nearest
+    pixels, and 0 outside the image. Scale > 1 zooms out, shift > 0 moves the image on."""
     i = ops.arange(size, dtype="float32")[:, None]
     j = ops.arange(size, dtype="float32")[None, :]
-    return ops.relu(1.0 - ops.abs(j - i + ops.reshape(shifts, (-1, 1, 1))))
+    centre = (size - 1) / 2
+    scale, shift = ops.reshape(scale, (-1, 1, 1)), ops.reshape(shift, (-1, 1, 1))
+    return ops.relu(1.0 - ops.abs(j - (centre + (i - centre) * scale - shift)))
 
 
-def shift(images, dy, dx):
-    """(B, H, W) images moved by (B,) pixel shifts down (dy) and right (dx), bilinear, black
-    fill: rows then columns, since a translation is separable."""
-    rows = shift_matrices(dy, images.shape[1])
-    columns = shift_matrices(dx, images.shape[2])
+def resample(images, scale, shift):
+    """(B, H, W) images zoomed by (B, 2) scales and moved by (B, 2) pixel shifts (down, right):
+    bilinear, black fill, rows then columns, since zoom and translation are separable."""
+    rows = resample_matrices(scale[:, 0], shift[:, 0], images.shape[1])
+    columns = resample_matrices(scale[:, 1], shift[:, 1], images.shape[2])
     return ops.matmul(ops.matmul(rows, images), ops.transpose(columns, (0, 2, 1)))
+
+
+def shear_rows(images, factor):
+    """(B, H, W) images with row y moved right by factor * (y - centre) pixels, (B,) factors:
+    one interpolation matrix per row, bilinear, black fill."""
+    height, width = images.shape[1], images.shape[2]
+    rows = ops.arange(height, dtype="float32") - (height - 1) / 2
+    offsets = ops.reshape(ops.reshape(factor, (-1, 1)) * rows, (-1,))
+    moved = ops.matmul(resample_matrices(1.0, offsets, width), ops.reshape(images, (-1, width, 1)))
+    return ops.reshape(moved, (-1, height, width))
+
+
+def rotate(images, angles):
+    """(B, H, W) images rotated about their centre by (B,) angles in radians, as three shears
+    (Paeth): rows, columns, rows. Within a pixel of Keras's one-step bilinear rotation, without
+    its per-pixel gather."""
+    rows, columns = -ops.tan(angles / 2), ops.sin(angles)
+    x = shear_rows(images, rows)
+    x = ops.transpose(shear_rows(ops.transpose(x, (0, 2, 1)), columns), (0, 2, 1))
+    return shear_rows(x, rows)
 
 
 def transform_seeds(seed: int) -> dict[str, int]:
@@ -91,31 +115,21 @@ class Augment(keras.layers.Layer):
 
     def build(self, input_shape):
         seeds = transform_seeds(self.seed)
-        geometry = {"fill_mode": "constant", "fill_value": 0.0, "dtype": "float32"}
         self.flip_seed = keras.random.SeedGenerator(seeds["flip"], name="flip_seed")
         self.shift_seed = keras.random.SeedGenerator(seeds["translate"], name="shift_seed")
-        self.transforms = []
-        if self.rotate:
-            self.transforms.append(
-                keras.layers.RandomRotation(self.rotate / 360.0, seed=seeds["rotate"], **geometry)
-            )
-        if self.zoom:
-            self.transforms.append(
-                keras.layers.RandomZoom(self.zoom, self.zoom, seed=seeds["zoom"], **geometry)
-            )
+        self.zoom_seed = keras.random.SeedGenerator(seeds["zoom"], name="zoom_seed")
+        self.rotate_seed = keras.random.SeedGenerator(seeds["rotate"], name="rotate_seed")
+        self.eraser = None
         if self.erase:
             # a (p, p) range: a single float p would draw each image's probability from U(0, p)
-            self.transforms.append(
-                keras.layers.RandomErasing(
-                    (self.erase, self.erase),
-                    scale=(0.02, 0.2),
-                    fill_value=0.0,
-                    seed=seeds["erase"],
-                    dtype="float32",
-                )
+            self.eraser = keras.layers.RandomErasing(
+                (self.erase, self.erase),
+                scale=(0.02, 0.2),
+                fill_value=0.0,
+                seed=seeds["erase"],
+                dtype="float32",
             )
-        for layer in self.transforms:
-            layer.build((*input_shape, 1))
+            self.eraser.build((*input_shape, 1))
 
     def call(self, images, training=None):
         x = ops.cast(images, "float32")
@@ -125,16 +139,22 @@ class Augment(keras.layers.Layer):
         if self.flip:
             draw = keras.random.uniform((batch, 1, 1), seed=self.flip_seed)
             x = ops.where(draw < self.flip, ops.flip(x, axis=2), x)
-        if self.translate:
-            # up to `translate` of the height and of the width, like RandomTranslation
-            moves = keras.random.uniform(
-                (batch, 2), -self.translate, self.translate, seed=self.shift_seed
-            )
-            x = shift(x, moves[:, 0] * x.shape[1], moves[:, 1] * x.shape[2])
-        x = x[..., None]  # (B, 28, 28, 1)
-        for layer in self.transforms:
-            x = layer(x, training=True)
-        return x[..., 0]
+        if self.translate or self.zoom:
+            # like RandomTranslation and RandomZoom: up to `translate` of each side, and each
+            # side zoomed by 1 + z, z in [-zoom, zoom], independently
+            shift = zoom = ops.zeros((batch, 2))
+            if self.translate:
+                most = ops.convert_to_tensor([self.translate * n for n in x.shape[1:]])
+                shift = keras.random.uniform((batch, 2), -1, 1, seed=self.shift_seed) * most
+            if self.zoom:
+                zoom = keras.random.uniform((batch, 2), -self.zoom, self.zoom, seed=self.zoom_seed)
+            x = resample(x, 1.0 + zoom, shift)
+        if self.rotate:
+            most = float(np.radians(self.rotate))
+            x = rotate(x, keras.random.uniform((batch,), -most, most, seed=self.rotate_seed))
+        if self.eraser is not None:
+            x = self.eraser(x[..., None], training=True)[..., 0]
+        return x
 
     def compute_output_shape(self, input_shape):
         return input_shape
