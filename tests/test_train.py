@@ -32,8 +32,8 @@ def test_epoch_timer_logs_speeds():
 )
 def test_run_callbacks_let_steps_queue(tmp_path, overrides):
     """A callback with a batch hook that is not marked `async_safe` makes Keras wait for every
-    step (Keras's ModelCheckpoint and TerminateOnNaN did: an H200 ran rows-encoder at 0.65 of
-    the model's own speed)."""
+    step, as Keras's ModelCheckpoint and TerminateOnNaN do (with ModelCheckpoint among the
+    callbacks an H200 ran rows-encoder at 0.65 of the model's own speed)."""
     cfg = override(Config(), overrides).resolved()
     for callback in run_callbacks(cfg, tmp_path, 100):
         for hook in ("on_batch_end", "on_train_batch_end"):
