@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from fashion_tcn.sequences import (
-    ImageBatches,
     ToSequence,
     make_dataset,
     make_permutation,
@@ -67,7 +66,8 @@ def test_to_sequence_layer_matches_function_and_round_trips(images):
 
 def test_dataset_batches_images_and_keeps_labels(images):
     labels = np.arange(5)
-    batches = list(make_dataset(images, labels, batch_size=2))
+    dataset = make_dataset(images, labels, batch_size=2)
+    batches = [dataset[i] for i in range(len(dataset))]
     assert [len(y) for _, y in batches] == [2, 2, 1]
     np.testing.assert_array_equal(np.concatenate([y for _, y in batches]), labels)
     np.testing.assert_array_equal(np.concatenate([np.asarray(x) for x, _ in batches]), images)
@@ -80,31 +80,32 @@ def test_shuffle_is_seeded_and_shuffles():
 
     def order(seed):
         ds = make_dataset(many, labels, batch_size=64, shuffle=True, seed=seed)
-        return np.asarray(next(iter(ds))[1])
+        return np.asarray(ds[0][1])
 
     np.testing.assert_array_equal(order(3), order(3))
     assert not np.array_equal(order(3), labels)
     assert sorted(order(3)) == list(labels)
 
 
-def test_backend_neutral_batches_match_tf_data(images):
-    """JAX and PyTorch runs get ImageBatches: the same batches as tf.data, reshuffled each
-    epoch from the seed."""
-    labels = np.arange(5)
-    plain = ImageBatches(images, labels, 2)
-    expected = list(make_dataset(images, labels, batch_size=2))
-    assert len(plain) == len(expected) == 3
-    for (x, y), (tx, ty) in zip((plain[i] for i in range(3)), expected, strict=True):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(tx))
-        np.testing.assert_array_equal(y, np.asarray(ty))
+def test_each_epoch_has_its_own_order_resumable_from_any_epoch():
+    """Epoch e's order depends on (seed, e) alone, so a run resumed at epoch e (a new process
+    starting at `first_epoch=e`) reads the images as the uninterrupted run did."""
+    many = np.zeros((50, 28, 28), np.uint8)
+    labels = np.arange(50)
 
-    def epochs(seed):
-        batches = ImageBatches(images, labels, 5, shuffle=True, seed=seed)
-        first = batches[0][1].copy()
-        batches.on_epoch_end()
-        return first, batches[0][1]
+    def orders(seed, first_epoch=0, epochs=3):
+        batches = make_dataset(
+            many, labels, batch_size=50, shuffle=True, seed=seed, first_epoch=first_epoch
+        )
+        seen = []
+        for _ in range(epochs):
+            seen.append(batches[0][1].copy())
+            batches.on_epoch_end()
+        return seen
 
-    first, second = epochs(4)
-    assert sorted(first) == sorted(second) == list(range(5))
-    assert not np.array_equal(first, second)  # a new order every epoch
-    np.testing.assert_array_equal(epochs(4)[0], first)  # the same orders for the same seed
+    straight = orders(4)
+    assert all(sorted(order) == list(labels) for order in straight)
+    assert not np.array_equal(straight[0], straight[1])  # a new order every epoch
+    np.testing.assert_array_equal(orders(4, first_epoch=2, epochs=1)[0], straight[2])
+    np.testing.assert_array_equal(orders(4)[1], straight[1])  # the same orders for the same seed
+    assert not np.array_equal(orders(5)[0], straight[0])

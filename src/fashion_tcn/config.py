@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from fashion_tcn.files import write_text
+
 SEQUENCE_MODES = ("rows", "columns", "pixels", "permuted")
 MODEL_KINDS = ("tcn", "lstm", "gru", "cnn")
 ACTIVATIONS = ("relu", "gelu", "elu", "selu", "tanh", "swish", "silu", "leaky_relu", "mish")
@@ -377,5 +379,4 @@ def override(config: Config, overrides: dict[str, Any]) -> Config:
 
 
 def save_config(config: Config, path: Path) -> Path:
-    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    return path
+    return write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

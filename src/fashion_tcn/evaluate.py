@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix
 
+from fashion_tcn.files import atomic_path, write_text
+
 # Keras' epsilon and clipping for categorical cross-entropy, so the loss matches `model.evaluate`.
 _EPSILON = 1e-7
 
@@ -157,18 +159,17 @@ def write_metrics(run_dir: Path, metrics: dict) -> list[Path]:
     class_names = metrics["class_names"]
     cm = np.asarray(metrics["confusion_matrix"], dtype=np.int64)
 
-    json_path = run_dir / "metrics.json"
-    json_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    json_path = write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
 
     cm_path = run_dir / "confusion_matrix.csv"
-    with open(cm_path, "w", newline="") as f:
+    with atomic_path(cm_path) as partial, open(partial, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["true\\pred", *class_names])
         for name, counts in zip(class_names, cm.tolist(), strict=True):
             writer.writerow([name, *counts])
 
     table_path = run_dir / "truth_table.csv"
-    with open(table_path, "w", newline="") as f:
+    with atomic_path(table_path) as partial, open(partial, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=TRUTH_TABLE_COLUMNS)
         writer.writeheader()
         for row in metrics["truth_table"]:
@@ -177,7 +178,7 @@ def write_metrics(run_dir: Path, metrics: dict) -> list[Path]:
     written = [json_path, cm_path, table_path]
     if metrics.get("anytime"):
         anytime_path = run_dir / "anytime.csv"
-        with open(anytime_path, "w", newline="") as f:
+        with atomic_path(anytime_path) as partial, open(partial, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=["fraction", "steps", "accuracy"])
             writer.writeheader()
             writer.writerows(metrics["anytime"])

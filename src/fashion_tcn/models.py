@@ -17,12 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import keras
 import numpy as np
 
 from fashion_tcn.augment import make_augment
-from fashion_tcn.config import Config, ModelConfig
+from fashion_tcn.config import Config, ConfigError, ModelConfig
 from fashion_tcn.layers import TCN, StepEncoder
 from fashion_tcn.sequences import ToSequence, to_sequences
 
@@ -151,6 +152,19 @@ def build_classifier(
             x = augment(x)
         x = ToSequence(cfg.data.sequence, permutation, name="to_sequence")(x)
         return _network_model(cfg.model, inputs, x, mean, variance, cfg.train.anytime_loss > 0)
+
+
+def load_model(path: Path) -> keras.Model:
+    """A saved model, or a ConfigError naming the file: Keras reports a truncated `.keras` file
+    as "File not found" and other damage as whatever its zip, JSON or HDF5 reader raised."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    try:
+        return keras.saving.load_model(path)
+    except Exception as error:  # the readers' many error types all mean one thing here
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:120]
+        raise ConfigError(f"{path}: damaged or not a Keras model file ({reason})") from None
 
 
 def takes_images(model: keras.Model) -> bool:

@@ -17,6 +17,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
+from fashion_tcn.files import atomic_path
+
 # Beyond this many classes per-cell numbers become unreadable; the colours still tell the story.
 _MAX_ANNOTATED_CLASSES = 30
 
@@ -225,5 +227,6 @@ def plot_anytime(anytime: Sequence[dict], path: Path) -> Path:
 def save(fig: Figure, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as partial:
+        fig.savefig(partial, dpi=120)
     return path

@@ -20,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from fashion_tcn.config import ConfigError, load_config
 from fashion_tcn.data import CLASS_NAMES
 from fashion_tcn.layers import TCN
-from fashion_tcn.models import final_probabilities, model_inputs
+from fashion_tcn.models import final_probabilities, load_model, model_inputs
 from fashion_tcn.sequences import to_sequences
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
@@ -141,7 +141,7 @@ class Predictor:
 
     def __init__(self, run_dir: Path):
         self.cfg = load_config(run_dir / "config.yaml")
-        self.model = keras.saving.load_model(run_dir / "model.keras")
+        self.model = load_model(run_dir / "model.keras")
         permutation = run_dir / "permutation.npy"
         self.permutation = np.load(permutation) if permutation.is_file() else None
 
@@ -206,7 +206,7 @@ def export(run_dir: Path, fmt: str, out: Path | None = None) -> Path:
             "TFLite export needs Keras on TensorFlow: run it with KERAS_BACKEND=tensorflow "
             "(model.keras is the same file on every backend)"
         )
-    model = keras.saving.load_model(run_dir / "model.keras")
+    model = load_model(run_dir / "model.keras")
     saved = out if fmt == "savedmodel" and out else run_dir / "export" / "savedmodel"
     model.export(str(saved), format="tf_saved_model", verbose=False)
     if fmt == "savedmodel":

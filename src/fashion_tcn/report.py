@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 
 from fashion_tcn.data import CLASS_NAMES
 from fashion_tcn.evaluate import TRUTH_TABLE_COLUMNS
+from fashion_tcn.files import write_text
 from fashion_tcn.plots import (
     anytime_figure,
     class_accuracy_figure,
@@ -652,5 +653,4 @@ def build_report(run_dirs: Sequence[Path], out: Path | None = None) -> Path:
     page = render_report(run_dirs)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
-    return out
+    return write_text(out, page)

@@ -1,6 +1,5 @@
 """Images become sequences (a function and the model layer `ToSequence`), and images become
-batches: a `tf.data` pipeline on TensorFlow, a `keras.utils.PyDataset` on the other Keras
-backends (JAX or PyTorch, e.g. on a GPU machine without TensorFlow).
+batches (`ImageBatches`, a `keras.utils.PyDataset`, the same on every Keras backend).
 
 A 28x28 image is read as a sequence of time steps:
     rows      28 steps x 28 features   (top to bottom, one row per step)
@@ -14,7 +13,6 @@ layer, so a saved model carries it.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import keras
 import numpy as np
@@ -85,6 +83,12 @@ class ToSequence(keras.layers.Layer):
         return {**super().get_config(), "mode": self.mode, "permutation": self.permutation}
 
 
+def epoch_order(size: int, seed: int, epoch: int) -> np.ndarray:
+    """The order epoch `epoch` reads the training images in: a function of (seed, epoch) alone,
+    so a run resumed at that epoch reads them as the uninterrupted run would have."""
+    return np.random.default_rng([seed, epoch]).permutation(size)
+
+
 def make_dataset(
     images: np.ndarray,
     labels: np.ndarray,
@@ -92,25 +96,20 @@ def make_dataset(
     batch_size: int,
     shuffle: bool = False,
     seed: int = 0,
-) -> Any:
-    """Batches of (uint8 images, int32 labels), reshuffled every epoch from `seed`.
+    first_epoch: int = 0,
+) -> ImageBatches:
+    """Batches of (uint8 images, int32 labels); with `shuffle`, each epoch in `epoch_order`.
 
     Nothing but slicing happens here: sequencing and augmentation are the model's own first
     layers, so the input path never makes the model wait.
     """
-    if keras.backend.backend() != "tensorflow":
-        return ImageBatches(images, labels, batch_size, shuffle, seed)
-    import tensorflow as tf
-
-    dataset = tf.data.Dataset.from_tensor_slices((images, labels.astype("int32")))
-    if shuffle:
-        dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return ImageBatches(images, labels, batch_size, shuffle, seed, first_epoch)
 
 
 class ImageBatches(keras.utils.PyDataset):
-    """The batches `make_dataset` gives, without TensorFlow: the same images in the same batch
-    size, shuffled afresh every epoch from `seed`."""
+    """Batches of images for every Keras backend. Keras calls `on_epoch_end` after each epoch;
+    the next epoch's order is drawn from (seed, epoch), not from a generator's running state,
+    which a resumed run would not have (tf.data's reshuffling restarts with every process)."""
 
     def __init__(
         self,
@@ -119,13 +118,18 @@ class ImageBatches(keras.utils.PyDataset):
         batch_size: int,
         shuffle: bool = False,
         seed: int = 0,
+        first_epoch: int = 0,
     ):
         super().__init__()
         self.images, self.labels = images, labels.astype("int32")
-        self.batch_size, self.shuffle = batch_size, shuffle
-        self.rng = np.random.default_rng(seed)
-        self.order = np.arange(len(images))
-        self.on_epoch_end()
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.epoch = first_epoch
+        self.order = self._order()
+
+    def _order(self) -> np.ndarray:
+        if self.shuffle:
+            return epoch_order(len(self.images), self.seed, self.epoch)
+        return np.arange(len(self.images))
 
     def __len__(self) -> int:
         return math.ceil(len(self.images) / self.batch_size)
@@ -135,5 +139,5 @@ class ImageBatches(keras.utils.PyDataset):
         return self.images[take], self.labels[take]
 
     def on_epoch_end(self) -> None:
-        if self.shuffle:
-            self.order = self.rng.permutation(len(self.images))
+        self.epoch += 1
+        self.order = self._order()

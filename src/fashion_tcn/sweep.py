@@ -21,6 +21,7 @@ import keras
 import optuna
 
 from fashion_tcn.config import Config, ConfigError, load_config, override, save_config
+from fashion_tcn.files import atomic_path, write_text
 from fashion_tcn.report import build_report
 from fashion_tcn.space import Param, to_overrides
 from fashion_tcn.train import best_val_accuracy, evaluate_run, train
@@ -199,11 +200,11 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def write_table(rows: list[dict], out_dir: Path) -> tuple[Path, Path]:
-    with (out_dir / "trials.csv").open("w", newline="") as f:
+    with atomic_path(out_dir / "trials.csv") as partial, partial.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
         writer.writeheader()
         writer.writerows(rows)
-    (out_dir / "trials.md").write_text(markdown_table(rows))
+    write_text(out_dir / "trials.md", markdown_table(rows))
     return out_dir / "trials.csv", out_dir / "trials.md"
 
 
@@ -240,7 +241,8 @@ def write_plots(study: optuna.Study, out_dir: Path) -> dict[str, str]:
             axes = draw()
             figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
             figure.set_size_inches(9, 5)
-            figure.savefig(out_dir / f"{name}.png", dpi=100, bbox_inches="tight")
+            with atomic_path(out_dir / f"{name}.png") as partial:
+                figure.savefig(partial, dpi=100, bbox_inches="tight")
             plt.close(figure)
             written[name] = str(out_dir / f"{name}.png")
         except Exception as error:  # Optuna refuses plots it has too little data for

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -29,11 +30,13 @@ import numpy as np
 from fashion_tcn import evaluate, plots, report
 from fashion_tcn.config import Config, ConfigError, TrainConfig, load_config, save_config
 from fashion_tcn.data import CLASS_NAMES, Split, load_fashion_mnist
+from fashion_tcn.files import atomic_path, write_text
 from fashion_tcn.models import (
     CrossEntropy,
     LastStepAccuracy,
     build_classifier,
     final_probabilities,
+    load_model,
     model_inputs,
     step_predictions,
     takes_images,
@@ -161,15 +164,42 @@ class StopOnNaN(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-class EpochCheckpoint(keras.callbacks.ModelCheckpoint):
-    """ModelCheckpoint, saving at epoch ends only. Keras waits for every step to finish while
-    any callback that is not `async_safe` has a batch hook, and ModelCheckpoint has one (a no-op
-    when it saves per epoch): unmarked, it kept an H200 waiting (config_speed.py)."""
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Saves the model (with its optimizer) at the end of every epoch, or, with `monitor`, of
+    every epoch that beats the best value so far. Keras's ModelCheckpoint writes the file in
+    place, so a kill or a full disk mid-save leaves a damaged model under the real name; this one
+    writes beside it and renames. It hooks no batches, so an accelerator never waits for it."""
 
-    async_safe = True
+    def __init__(self, path: Path, monitor: str | None = None, best: float | None = None):
+        super().__init__()
+        self.path, self.monitor, self.best = Path(path), monitor, best
 
-    def __init__(self, filepath, **kwargs):
-        super().__init__(filepath, save_freq="epoch", **kwargs)
+    def on_epoch_end(self, epoch, logs=None):
+        if self.monitor is not None:
+            value = (logs or {}).get(self.monitor)
+            if value is None or (self.best is not None and value <= self.best):
+                return
+            self.best = value
+        with atomic_path(self.path) as partial:
+            self.model.save(partial)
+
+
+class EpochSeeds(keras.callbacks.Callback):
+    """Gives every random layer (augmentation, dropout) a seed drawn from (run seed, epoch) when
+    an epoch begins. Keras neither saves a seed generator's state with the model nor keeps its
+    seed, so without this a resumed run would draw other augmentations and dropout masks than
+    the uninterrupted one; with it, the draws of epoch e depend on the seed and e alone."""
+
+    def __init__(self, seed: int):
+        super().__init__()
+        self.seed = seed
+
+    def on_epoch_begin(self, epoch, logs=None):
+        states = [v for v in self.model.variables if v.path.endswith("seed_generator_state")]
+        seeds = np.random.SeedSequence([self.seed, epoch]).generate_state(len(states))
+        for state, seed in zip(states, seeds, strict=True):  # >> 1: fits any backend's dtype
+            dtype = keras.backend.standardize_dtype(state.dtype)
+            state.assign(np.array([seed >> 1, 0]).astype(dtype))
 
 
 def accelerator() -> bool:
@@ -223,7 +253,8 @@ def _permutation(cfg: Config, run_dir: Path) -> np.ndarray | None:
         return None
     path = run_dir / "permutation.npy"
     if not path.is_file():
-        np.save(path, make_permutation(cfg.train.seed))
+        with atomic_path(path) as partial:
+            np.save(partial, make_permutation(cfg.train.seed))
     return np.load(path)
 
 
@@ -240,16 +271,14 @@ def run_callbacks(
     # on resume the best-so-far checkpoint must only be replaced by a better epoch
     best = best_val_accuracy(run_dir)
     callbacks = [
+        EpochSeeds(cfg.train.seed),
         EpochTimer(samples),
         *extra,
-        EpochCheckpoint(
-            run_dir / "model.keras",
-            monitor="val_accuracy",
-            save_best_only=True,
-            initial_value_threshold=best,
-        ),
-        EpochCheckpoint(run_dir / "last.keras"),
+        # the epoch's row before its checkpoints: a kill between them leaves a row that a resume
+        # drops (_resume_point), never a checkpoint whose row is missing
         keras.callbacks.CSVLogger(run_dir / "history.csv", append=resume),
+        EpochCheckpoint(run_dir / "model.keras", monitor="val_accuracy", best=best),
+        EpochCheckpoint(run_dir / "last.keras"),
         StopOnNaN(),
     ]
     if cfg.train.schedule == "plateau":
@@ -293,7 +322,7 @@ def train(
     if resume:
         if not (run_dir / "last.keras").is_file():
             raise ConfigError(f"{run_dir}: nothing to resume (no last.keras)")
-        model = keras.saving.load_model(run_dir / "last.keras")
+        model = load_model(run_dir / "last.keras")
         if not takes_images(model):  # refused before anything in the run is rewritten
             raise ConfigError(
                 f"{run_dir}: saved by fashion-tcn before 0.2 (its model takes sequences, not "
@@ -308,11 +337,12 @@ def train(
     splits = load_splits(cfg)  # before touching the run dir, so bad data leaves nothing behind
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
-    (run_dir / "data.json").write_text(json.dumps(splits.provenance, indent=2))
+    write_text(run_dir / "data.json", json.dumps(splits.provenance, indent=2))
     permutation = _permutation(cfg, run_dir)
+    steps = math.ceil(len(splits.x_train) / cfg.train.batch_size)
 
     if resume:
-        initial_epoch = len(_read_history(run_dir))
+        initial_epoch = _resume_point(run_dir, model, steps)
     else:
         pixels = splits.x_train.astype("float32") / 255.0
         model = build_classifier(cfg, float(pixels.mean()), float(pixels.var()), permutation)
@@ -325,9 +355,10 @@ def train(
         batch_size=cfg.train.batch_size,
         shuffle=True,
         seed=cfg.train.seed,
+        first_epoch=initial_epoch,
     )
     val_ds = make_dataset(splits.x_val, splits.y_val, batch_size=cfg.train.batch_size)
-    optimizer = make_optimizer(cfg.train, len(train_ds))
+    optimizer = make_optimizer(cfg.train, steps)
     if resume:  # same state, but a schedule as long as the --epochs asked for now
         _carry_state(model, optimizer)
     anytime = cfg.train.anytime_loss > 0
@@ -336,8 +367,9 @@ def train(
         loss=CrossEntropy(cfg.train.anytime_loss, cfg.train.label_smoothing),
         metrics=[LastStepAccuracy(name="accuracy") if anytime else "accuracy"],
     )
-    with (run_dir / "summary.txt").open("w") as f:
-        model.summary(print_fn=lambda line, **_: f.write(line + "\n"))
+    lines = []
+    model.summary(print_fn=lambda line, **_: lines.append(line + "\n"))
+    write_text(run_dir / "summary.txt", "".join(lines))
     if on_model is not None:
         on_model(model)
 
@@ -347,13 +379,26 @@ def train(
         validation_data=val_ds,
         epochs=cfg.train.epochs,
         initial_epoch=initial_epoch,
-        shuffle=False,  # tf.data shuffles, seeded
+        shuffle=False,  # ImageBatches shuffles, seeded by epoch
         callbacks=callbacks,
         verbose=verbose,
     )
     if not test:
         return run_dir, {"best_val_accuracy": best_val_accuracy(run_dir)}
     return run_dir, evaluate_run(run_dir, splits=splits)
+
+
+def _resume_point(run_dir: Path, model: keras.Model, steps: int) -> int:
+    """The epoch to go on from: as many as `last.keras` has trained (its optimizer's step count),
+    with history.csv cut to them (a run killed between an epoch's row and its checkpoint has
+    logged an epoch that the resumed run trains again)."""
+    epochs = int(model.optimizer.iterations) // steps
+    path = run_dir / "history.csv"
+    if path.is_file():
+        lines = path.read_text().splitlines(keepends=True)
+        if len(lines) > epochs + 1:
+            write_text(path, "".join(lines[: epochs + 1]))
+    return epochs
 
 
 def best_val_accuracy(run_dir: Path) -> float | None:
@@ -373,7 +418,7 @@ def evaluate_run(
         cfg.data.data_dir = data_dir
     if splits is None:
         splits = load_splits(cfg)
-    model = keras.saving.load_model(run_dir / "model.keras")
+    model = load_model(run_dir / "model.keras")
     x_test = model_inputs(model, splits.x_test, cfg.data.sequence, _permutation(cfg, run_dir))
     probs = final_probabilities(model.predict(x_test, batch_size=512, verbose=0))
     metrics = evaluate.compute_metrics(splits.y_test, probs, CLASS_NAMES)
@@ -401,15 +446,17 @@ def evaluate_run(
         test_set="full" if cfg.data.limit_test is None else f"random {len(splits.y_test)}",
     )
     evaluate.write_metrics(run_dir, metrics)
-    np.savez_compressed(run_dir / "predictions.npz", labels=splits.y_test, probs=probs)
+    with atomic_path(run_dir / "predictions.npz") as partial:
+        np.savez_compressed(partial, labels=splits.y_test, probs=probs)
     worst = evaluate.confident_mistakes(splits.y_test, probs)
-    np.savez_compressed(
-        run_dir / "mistakes.npz",
-        images=splits.x_test[worst],
-        labels=splits.y_test[worst],
-        predicted=probs[worst].argmax(axis=1),
-        confidence=probs[worst].max(axis=1),
-    )
+    with atomic_path(run_dir / "mistakes.npz") as partial:
+        np.savez_compressed(
+            partial,
+            images=splits.x_test[worst],
+            labels=splits.y_test[worst],
+            predicted=probs[worst].argmax(axis=1),
+            confidence=probs[worst].max(axis=1),
+        )
     cm = np.asarray(metrics["confusion_matrix"])
     plots.plot_confusion_matrix(cm, CLASS_NAMES, run_dir / "confusion_matrix.png")
     if history:
