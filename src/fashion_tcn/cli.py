@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from fashion_tcn.config import (
     load_config,
     override,
 )
-from fashion_tcn.data import DataError, find_data_dir
+from fashion_tcn.data import DataError, find_data_dir, load_fashion_mnist
 
 # flag -> config field; None values (flag not given) leave the config file's value alone
 OVERRIDES = {
@@ -85,8 +86,15 @@ def _dilations(text: str) -> list[int]:
         ) from None
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a mistake is the one line every other error is, without the usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"fashion-tcn: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="fashion-tcn",
         description=("Temporal Convolutional Networks on Fashion-MNIST read as sequences."),
     )
@@ -246,10 +254,38 @@ def _quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # tf.data graph chatter is not for users
 
 
+def _check_run_dir_free(run_dir: Path | None, resume: bool) -> None:
+    """What `train` would find wrong with the run directory, found before TensorFlow loads."""
+    if run_dir is None:
+        _check(not resume, "--resume needs --run-dir")
+        return
+    _check(not run_dir.exists() or run_dir.is_dir(), f"{run_dir}: exists and is not a directory")
+    if resume:
+        _check(run_dir.is_dir(), f"{run_dir}: no such run directory to resume")
+        _check((run_dir / "last.keras").is_file(), f"{run_dir}: nothing to resume (no last.keras)")
+    else:
+        _check(
+            not run_dir.exists() or not any(run_dir.iterdir()),
+            f"{run_dir}: run directory exists and is not empty; choose another --run-dir or "
+            "continue it with --resume",
+        )
+
+
+def _check_writable(path: Path) -> None:
+    """A file can be written at `path`: it is not a folder, and its nearest existing parent is."""
+    _check(not path.is_dir(), f"{path}: is a directory; name a file")
+    parent = next(p for p in path.absolute().parents if p.exists())
+    _check(parent.is_dir(), f"{path}: cannot be written, {parent} is a file, not a directory")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
 def _train(args: argparse.Namespace) -> int:
+    _check_run_dir_free(args.run_dir, args.resume)
     if args.resume:
-        if args.run_dir is None:
-            raise ConfigError("--resume needs --run-dir")
         cfg = load_config(args.run_dir / "config.yaml")
     else:
         cfg = load_config(args.config) if args.config else Config()
@@ -260,7 +296,7 @@ def _train(args: argparse.Namespace) -> int:
     if cfg.model.kind == "cnn" and cfg.data.sequence != "rows":
         print(f"note: the cnn reads the 28x28 image; --sequence {cfg.data.sequence} is ignored")
     cfg = cfg.resolved()  # cross-field checks (receptive field) before anything slow
-    find_data_dir(cfg.data.data_dir)
+    load_fashion_mnist(cfg.data.data_dir)  # bad data is reported before TensorFlow loads
     _quiet_tensorflow()
     from fashion_tcn.evaluate import format_metrics
     from fashion_tcn.train import default_run_dir, evaluate_run, train
@@ -276,12 +312,26 @@ def _train(args: argparse.Namespace) -> int:
         )
     except KeyboardInterrupt:  # finished epochs are checkpointed: test the best one anyway
         if not (run_dir / "model.keras").is_file():
+            if not args.resume:
+                _discard(run_dir)
             raise
         print("\ninterrupted: testing the best epoch so far (continue with --resume)")
         metrics = evaluate_run(run_dir, cfg.data.data_dir)
+        print(format_metrics(metrics))
+        print(f"run directory: {run_dir}  (report: {run_dir / 'report.html'})")
+        return 130
     print(format_metrics(metrics))
     print(f"run directory: {run_dir}  (report: {run_dir / 'report.html'})")
     return 0
+
+
+def _discard(run_dir: Path) -> None:
+    """Remove what a run stopped before its first checkpoint wrote (settings, a summary, maybe
+    a partial history): a folder no re-run and no `--resume` would accept, holding no work."""
+    for name in ("config.yaml", "data.json", "summary.txt", "history.csv", "permutation.npy"):
+        (run_dir / name).unlink(missing_ok=True)
+    if run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()
 
 
 def _verbosity(quiet: bool) -> int:
@@ -299,6 +349,9 @@ def _print_summary(model) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    _run_dir(args.run_dir)
+    if args.data_dir is not None:
+        find_data_dir(args.data_dir)
     _quiet_tensorflow()
     from fashion_tcn.evaluate import format_metrics
     from fashion_tcn.train import evaluate_run
@@ -308,6 +361,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _run_dir(path: Path) -> Path:
+    _check(path.is_dir(), f"{path}: not a run directory (no such folder)")
     for name in ("config.yaml", "model.keras"):
         if not (path / name).is_file():
             raise ConfigError(f"{path}: not a run directory (no {name})")
@@ -371,6 +425,8 @@ def _export(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     if args.out is None and len(args.run_dirs) > 1:
         raise ConfigError("a report on several runs needs -o OUT")
+    if args.out is not None:
+        _check_writable(args.out)
     from fashion_tcn.report import build_report, missing_files
 
     try:
@@ -424,8 +480,18 @@ def _sweep(args: argparse.Namespace) -> int:
     from fashion_tcn import sweep
 
     space = [p for p in space if getattr(args, p.name, None) is None]  # flags pin parameters
-    args.out.mkdir(parents=True, exist_ok=True)
+    _check(not args.out.exists() or args.out.is_dir(), f"{args.out}: exists and is not a directory")
+    created = not args.out.exists()
     url = sweep.storage_url(args.storage, args.out)
+    if args.storage is None:  # the default study database lives in the output folder
+        args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        sweep.check_storage(url, args.heartbeat)
+    except ConfigError:  # leave no empty output folder behind
+        if created:
+            shutil.rmtree(args.out, ignore_errors=True)
+        raise
+    args.out.mkdir(parents=True, exist_ok=True)
     print(
         f"study {args.study!r} in {url}: {args.trials} trials, {args.jobs} worker(s), "
         f"parameters {', '.join(p.name for p in space)}"
@@ -493,6 +559,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fashion-tcn: interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as error:  # installed without a Keras backend
+        if error.name not in ("tensorflow", "jax", "torch"):
+            raise
+        print(
+            f"fashion-tcn: error: Keras's backend {error.name!r} is not installed: "
+            "pip install 'fashion-tcn[cpu]' (TensorFlow), or set KERAS_BACKEND to one you have",
+            file=sys.stderr,
+        )
+        return 2
+    except OSError as error:  # a full disk, a folder that cannot be written
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"fashion-tcn: error: {where}{error.strerror or error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

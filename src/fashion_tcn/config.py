@@ -7,11 +7,13 @@ what was trained.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -29,6 +31,42 @@ PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
 class ConfigError(ValueError):
     """A configuration value or file is invalid; the message is one line meant for the user."""
+
+
+_TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _typed(where: str, value: Any, hint: Any) -> Any:
+    """The value, if it has the field's type; else a ConfigError naming the field (a word for a
+    number, a string for a list, a float for an integer). YAML reads `1e-3` as a string, so a
+    string that spells a number is taken as that number where a number belongs."""
+    options = get_args(hint) if get_origin(hint) in (Union, UnionType) else (hint,)
+    if value is None and type(None) in options:
+        return value
+    if isinstance(value, str) and float in options:
+        with contextlib.suppress(ValueError):
+            value = float(value)
+    for option in options:
+        if get_origin(option) is list:
+            if isinstance(value, list) and all(_is(item, int) for item in value):
+                return value
+        elif option is not type(None) and _is(value, option):
+            return value
+    wanted = " or ".join(
+        "a list of integers" if get_origin(o) is list else _TYPE_WORDS[o]
+        for o in options
+        if o is not type(None)
+    )
+    raise ConfigError(f"{where} must be {wanted}, got {value!r}")
+
+
+def _is(value: Any, kind: type) -> bool:
+    """isinstance, except that true/false is not a number and an integer is a float."""
+    if isinstance(value, bool):
+        return kind is bool
+    if kind is float:
+        return isinstance(value, int | float)
+    return isinstance(value, kind)
 
 
 def sequence_length(mode: str) -> int:
@@ -224,6 +262,11 @@ class TrainConfig:
         )
         _check(0 <= self.ema < 1, f"ema must be in [0, 1), got {self.ema}")
         _check(self.early_stopping >= 0, f"early_stopping must be >= 0, got {self.early_stopping}")
+        _check(0 <= self.seed < 2**32, f"seed must be in [0, 2**32), got {self.seed}")
+        _check(
+            math.isfinite(self.anytime_loss) and self.anytime_loss >= 0,
+            f"anytime_loss must be a number >= 0, got {self.anytime_loss}",
+        )
         _check(
             self.precision in PRECISIONS,
             f"unknown precision {self.precision!r}; choose from {', '.join(PRECISIONS)}",
@@ -345,9 +388,11 @@ class Config:
             known = {f.name for f in fields(kind)}
             bad = set(values) - known
             _check(not bad, f"{source}: unknown key(s) {', '.join(sorted(bad))} in [{name}]")
+            hints = get_type_hints(kind)
+            values = {k: _typed(f"{source}: {name}.{k}", v, hints[k]) for k, v in values.items()}
             try:
                 sections[name] = kind(**values)
-            except TypeError as error:  # e.g. a string where a number belongs
+            except ConfigError as error:
                 raise ConfigError(f"{source}: [{name}] {error}") from None
         return cls(**sections)
 
@@ -355,8 +400,12 @@ class Config:
 def load_config(path: str | Path) -> Config:
     """Read a YAML (.yaml/.yml) or TOML (.toml) config file."""
     path = Path(path)
-    _check(path.is_file(), f"{path}: config file not found")
-    text = path.read_text()
+    _check(path.exists(), f"{path}: config file not found")
+    _check(path.is_file(), f"{path}: is a directory, not a config file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (expected YAML or TOML)") from None
     try:
         raw = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as error:

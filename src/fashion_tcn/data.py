@@ -8,6 +8,7 @@ Debian package re-gzips them, so hashes of the .gz files would differ while the 
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import http.client
@@ -174,15 +175,11 @@ def load_idx_split(data_dir: str | Path, split: str, *, verify: bool = True) -> 
         array = _parse_idx(path, payload)
         if array.ndim != ndim:
             raise DataError(f"{path}: holds {array.ndim}-d data, expected {kind}")
-        if verify and sha != OFFICIAL_SHA256[name]:
-            raise DataError(
-                f"{path}: SHA-256 of payload is {sha}, expected {OFFICIAL_SHA256[name]} "
-                "(corrupt or not the official Fashion-MNIST)"
-            )
         arrays[kind] = array
         files[kind] = os.path.abspath(path)
         files[f"{kind}_sha256"] = sha
     images, labels = arrays["images"], arrays["labels"]
+    # structure first, checksums last: a wrong count or label is named as what it is
     if len(images) != len(labels):
         raise DataError(
             f"{files['labels']}: {len(labels)} labels for {len(images)} images in "
@@ -192,7 +189,22 @@ def load_idx_split(data_dir: str | Path, split: str, *, verify: bool = True) -> 
     if len(bad):
         index = int(bad[0])
         raise DataError(f"{files['labels']}: label {labels[index]} at index {index} outside 0..9")
-    return Split(images=images, labels=labels.astype(np.int64), files=files)
+    loaded = Split(images=images, labels=labels.astype(np.int64), files=files)
+    if verify:
+        verify_official(loaded)
+    return loaded
+
+
+def verify_official(split: Split) -> None:
+    """Check a split loaded from IDX files against the official SHA-256 of each file."""
+    for kind in ("images", "labels"):
+        path, sha = split.files[kind], split.files[f"{kind}_sha256"]
+        expected = OFFICIAL_SHA256[Path(path).name.removesuffix(".gz")]
+        if sha != expected:
+            raise DataError(
+                f"{path}: SHA-256 of payload is {sha}, expected {expected} "
+                "(corrupt or not the official Fashion-MNIST)"
+            )
 
 
 def _is_number(cell: str) -> bool:
@@ -290,8 +302,20 @@ def _require_data(data_dir: Path, source: str) -> Path:
     """Return a directory the user named, or say what it lacks: a typo must not fall back."""
     if not data_dir.is_dir():
         raise DataError(f"{data_dir}: not a directory{source}")
+    if not os.access(data_dir, os.R_OK | os.X_OK):
+        raise DataError(f"{data_dir}: cannot be read (permission denied){source}")
     if not (_has_idx(data_dir) or _has_csv(data_dir)):
         missing = [name for name in OFFICIAL_SHA256 if _idx_file(data_dir, name) is None]
+        csvs = [name for name in CSV_NAMES.values() if (data_dir / name).is_file()]
+        if csvs and len(missing) < len(OFFICIAL_SHA256):
+            raise DataError(
+                f"{data_dir}: holds {', '.join(csvs)} and some IDX files, but neither format "
+                f"for both splits: use one (IDX missing {', '.join(missing)}; CSV missing "
+                f"{', '.join(n for n in CSV_NAMES.values() if n not in csvs)})"
+            )
+        if csvs:
+            other = next(name for name in CSV_NAMES.values() if name not in csvs)
+            raise DataError(f"{data_dir}: has {csvs[0]} but not {other}{source}")
         raise DataError(
             f"{data_dir}: no Fashion-MNIST here{source}: missing {', '.join(missing)} (.gz or raw),"
             f" and no {' and '.join(CSV_NAMES.values())}"
@@ -378,8 +402,26 @@ def find_data_dir(data_dir: str | Path | None = None, *, download: bool = True) 
 def load_fashion_mnist(
     data_dir: str | Path | None = None, *, download: bool = True
 ) -> tuple[Split, Split]:
-    """Return (train, test), from verified IDX files if the directory has them, else the CSVs."""
-    found = find_data_dir(data_dir, download=download)
-    if _has_idx(found):
-        return load_idx_split(found, "train"), load_idx_split(found, "test")
-    return read_csv(found / CSV_NAMES["train"]), read_csv(found / CSV_NAMES["test"])
+    """Return (train, test), from verified IDX files if the directory has them, else the CSVs.
+
+    The same files are read once per process (the CLI checks the data before TensorFlow loads,
+    then trains on it): the cache key holds each file's size and modification time.
+    """
+    found = find_data_dir(data_dir, download=download).resolve()
+    stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(found.iterdir()))
+    return _load(found, stamp)
+
+
+@functools.lru_cache(maxsize=1)
+def _load(found: Path, stamp: tuple) -> tuple[Split, Split]:
+    """The splits, read-only: every caller shares these arrays."""
+    if _has_idx(found):  # every file's structure first, then the checksums
+        train, test = (load_idx_split(found, name, verify=False) for name in ("train", "test"))
+        verify_official(train)
+        verify_official(test)
+    else:
+        train, test = (read_csv(found / CSV_NAMES[name]) for name in ("train", "test"))
+    for split in (train, test):
+        split.images.setflags(write=False)
+        split.labels.setflags(write=False)
+    return train, test

@@ -63,33 +63,55 @@ def _from_array(values: np.ndarray, name: str) -> np.ndarray:
     return np.round(values).astype(np.uint8).reshape(28, 28)
 
 
+MAX_PIXELS = 25_000_000  # a photo of a garment; far more is a mistake or a decompression bomb
+
+
 def _read_image(path: Path) -> list[Item]:
     try:
-        with Image.open(path) as image:
+        with Image.open(path) as image:  # reads the header only
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise InputError(
+                    f"{path}: image of {width}x{height} pixels, more than {MAX_PIXELS:,} "
+                    "(a decompression bomb?)"
+                )
             return [Item(str(path), fit_image(image))]
-    except (UnidentifiedImageError, OSError) as error:
-        raise InputError(f"{path}: not a readable image ({type(error).__name__})") from None
+    except UnidentifiedImageError:
+        raise InputError(f"{path}: not an image Pillow can read") from None
+    except Image.DecompressionBombError:  # Pillow's own limit, met before ours
+        raise InputError(
+            f"{path}: image of more than {Image.MAX_IMAGE_PIXELS:,} pixels (a decompression bomb?)"
+        ) from None
+    except InputError:
+        raise
+    except Exception as error:  # damaged data: Pillow raises OSError, SyntaxError, zlib errors...
+        reason = (str(error).splitlines() or [type(error).__name__])[0]
+        raise InputError(f"{path}: damaged image ({reason})") from None
 
 
 def _read_csv(path: Path) -> list[Item]:
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+    except (UnicodeDecodeError, csv.Error) as error:  # a binary file, NUL bytes
+        raise InputError(f"{path}: not a text CSV file ({str(error)[:80]})") from None
     items = []
-    with path.open(newline="") as f:
-        for number, row in enumerate(csv.reader(f), start=1):
-            if not row or (number == 1 and not row[0].strip().lstrip("-").isdigit()):
-                continue  # blank line or header
-            name = f"{path}:{number}"
+    for number, row in enumerate(rows, start=1):
+        if not row or (number == 1 and not row[0].strip().lstrip("-").isdigit()):
+            continue  # blank line or header
+        name = f"{path}:{number}"
+        try:
+            if len(row) not in (784, 785):
+                raise InputError(
+                    f"{name}: {len(row)} columns, expected 785 (label + 784 pixels) or 784"
+                )
             try:
-                if len(row) not in (784, 785):
-                    raise InputError(
-                        f"{name}: {len(row)} columns, expected 785 (label + 784 pixels) or 784"
-                    )
-                try:
-                    values = np.array(row[-784:], dtype=np.float64)
-                except ValueError:
-                    raise InputError(f"{name}: non-numeric cell") from None
-                items.append(Item(name, _from_array(values, name)))
-            except InputError as error:
-                items.append(Item(name, None, str(error)))
+                values = np.array(row[-784:], dtype=np.float64)
+            except ValueError:
+                raise InputError(f"{name}: non-numeric cell") from None
+            items.append(Item(name, _from_array(values, name)))
+        except InputError as error:
+            items.append(Item(name, None, str(error)))
     if not items:
         raise InputError(f"{path}: no data rows")
     return items
@@ -120,6 +142,8 @@ def load_inputs(paths: list[str | Path]) -> list[Item]:
     for raw in paths:
         path = Path(raw)
         try:
+            if path.is_dir():
+                raise InputError(f"{path}: is a directory; give the image files in it")
             if not path.is_file():
                 raise InputError(f"{path}: no such file")
             if path.stat().st_size == 0:

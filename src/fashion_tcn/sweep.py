@@ -19,6 +19,7 @@ from typing import Any
 
 import keras
 import optuna
+import sqlalchemy
 
 from fashion_tcn.config import Config, ConfigError, load_config, override, save_config
 from fashion_tcn.files import atomic_path, write_text
@@ -81,6 +82,23 @@ def make_storage(url: str, heartbeat: int = 60) -> optuna.storages.RDBStorage:
     """A worker that dies mid-trial has its trial failed by the others once its heartbeat is
     `2 * heartbeat` seconds old."""
     return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat, grace_period=2 * heartbeat)
+
+
+def check_storage(url: str, heartbeat: int = 60) -> optuna.storages.RDBStorage:
+    """Open the study storage once, before any worker starts or any folder is made, so that a
+    malformed URL, an unreachable database or a missing folder is one line, not a traceback."""
+    shown = url
+    with contextlib.suppress(Exception):  # never print a password
+        shown = sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    if url.startswith("sqlite:///"):
+        folder = Path(url.removeprefix("sqlite:///")).parent
+        if not folder.is_dir():
+            raise ConfigError(f"--storage {shown}: folder {folder} does not exist")
+    try:
+        return make_storage(url, heartbeat)
+    except Exception as error:  # SQLAlchemy's URL, driver and connection errors
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+        raise ConfigError(f"--storage {shown}: cannot open the study storage ({reason})") from None
 
 
 def open_study(storage: optuna.storages.RDBStorage, name: str) -> optuna.Study:
