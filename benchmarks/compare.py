@@ -1,13 +1,22 @@
-"""Train model x sequence-mode configs with one budget and print one comparison table.
+"""Train model x sequence-mode configs with one budget and seeds; print one comparison table.
 
     python benchmarks/compare.py tcn:rows lstm:rows gru:rows cnn:rows --epochs 10
+    python benchmarks/compare.py tcn:rows gru:rows --seeds 0,1,2 --target-val 0.9 --epochs 20
     python benchmarks/compare.py tcn:pixels lstm:pixels gru:pixels --epochs 2 --limit-train 10000
 
 Each entry is MODEL:SEQUENCE, optionally with flags for that entry only after a second colon
 (`tcn:rows:--augment strong --epochs 40`). Flags after the entries apply to every entry, exactly as
-`fashion-tcn train` takes them. Runs go to OUT/<model>-<sequence>[-N]; an entry whose run
-directory already has metrics.json is read, not retrained, so an interrupted comparison resumes.
-Writes OUT/compare.md and OUT/compare.csv and prints the Markdown table.
+`fashion-tcn train` takes them. Each entry trains once per `--seeds` seed, into
+OUT/<model>-<sequence>[-N]-s<seed>; a run directory that already has metrics.json is read, not
+retrained, so an interrupted comparison resumes (`fashion-tcn train --resume` continues a single
+stopped run). Writes OUT/compare.md and OUT/compare.csv and prints the Markdown table:
+- test accuracy as mean +- std over the seeds (sample std; n = number of seeds), best validation
+  accuracy likewise;
+- cost: parameters, mean s/epoch and training samples/s (as measured, so only comparable between
+  runs on the same machine at the same time), and the wall time (training and validation) until
+  validation accuracy first reaches `--target-val`, mean over the seeds that reach it;
+- streaming: FLOPs and kept numbers per new step for one stream (`fashion_tcn.stream.step_cost`;
+  the CNN reads whole images and has none).
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ import argparse
 import csv
 import json
 import shlex
+import statistics
 import sys
 from pathlib import Path
 
@@ -26,16 +36,61 @@ COLUMNS = [
     "model",
     "sequence",
     "test accuracy",
+    "best val accuracy",
+    "seeds",
     "parameters",
     "epochs",
     "s/epoch",
     "samples/s",
+    "time to target val",
+    "stream FLOPs/step",
+    "stream state",
     "test set",
     "command",
 ]
 
 
-def run_entry(entry: str, shared: list[str], run_dir: Path) -> dict:
+def _history(run_dir: Path) -> list[dict]:
+    with (run_dir / "history.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def time_to(history: list[dict], target: float) -> float | None:
+    """Seconds of epochs (training and validation) until val_accuracy first reaches target."""
+    spent = 0.0
+    for row in history:
+        spent += float(row["epoch_time"])
+        if float(row["val_accuracy"]) >= target:
+            return spent
+    return None
+
+
+def train_seed(args: list[str], run_dir: Path, seed: int) -> dict:
+    if not (run_dir / "metrics.json").is_file():
+        code = fashion_tcn(
+            ["train", *args, "--seed", str(seed), "--run-dir", str(run_dir), "--quiet"]
+        )
+        if code != 0:
+            raise SystemExit(f"compare: {run_dir} failed with exit code {code}")
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def _mean_std(values: list[float], scale: float = 100.0, unit: str = "%") -> str:
+    mean = scale * statistics.fmean(values)
+    if len(values) == 1:
+        return f"{mean:.2f}{unit}"
+    return f"{mean:.2f} ± {scale * statistics.stdev(values):.2f}{unit}"
+
+
+def streaming_cost(run_dir: Path) -> dict | None:
+    import keras
+
+    from fashion_tcn.stream import step_cost
+
+    return step_cost(keras.saving.load_model(run_dir / "model.keras"))
+
+
+def run_entry(entry: str, shared: list[str], out: Path, seeds: list[int], target: float) -> dict:
     model, sequence, *extra = entry.split(":", 2)
     args = [
         "--model",
@@ -45,22 +100,33 @@ def run_entry(entry: str, shared: list[str], run_dir: Path) -> dict:
         *shared,
         *shlex.split(extra[0] if extra else ""),
     ]
-    command = "fashion-tcn train " + shlex.join(args)
-    if not (run_dir / "metrics.json").is_file():
-        code = fashion_tcn(["train", *args, "--run-dir", str(run_dir), "--quiet"])
-        if code != 0:
-            raise SystemExit(f"compare: {entry} failed with exit code {code}")
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    runs = [out.with_name(f"{out.name}-s{seed}") for seed in seeds]
+    metrics = [train_seed(args, run, seed) for run, seed in zip(runs, seeds, strict=True)]
+    histories = [_history(run) for run in runs]
+    reached = [t for t in (time_to(h, target) for h in histories) if t is not None]
+    cost = streaming_cost(runs[0])
     return {
         "model": model,
-        "sequence": metrics["sequence"],
-        "test accuracy": f"{100 * metrics['accuracy']:.2f}%",
-        "parameters": f"{metrics['parameters']:,}",
-        "epochs": metrics["epochs"],
-        "s/epoch": f"{metrics['mean_epoch_time']:.1f}",
-        "samples/s": f"{metrics['mean_samples_per_s']:.0f}",
-        "test set": metrics["test_set"],
-        "command": f"`{command}`",
+        "sequence": metrics[0]["sequence"],
+        "test accuracy": _mean_std([m["accuracy"] for m in metrics]),
+        "best val accuracy": _mean_std(
+            [max(float(row["val_accuracy"]) for row in h) for h in histories]
+        ),
+        "seeds": ",".join(map(str, seeds)),
+        "parameters": f"{metrics[0]['parameters']:,}",
+        "epochs": metrics[0]["epochs"],
+        "s/epoch": f"{statistics.fmean(m['mean_epoch_time'] for m in metrics):.1f}",
+        "samples/s": f"{statistics.fmean(m['mean_samples_per_s'] for m in metrics):.0f}",
+        "time to target val": (
+            f"{statistics.fmean(reached):.0f} s to {target:.1%}"
+            + ("" if len(reached) == len(runs) else f" ({len(reached)} of {len(runs)} seeds)")
+            if reached
+            else f"not reached ({target:.1%})"
+        ),
+        "stream FLOPs/step": f"{cost['flops']:,}" if cost else "n/a",
+        "stream state": f"{cost['state']:,}" if cost else "n/a",
+        "test set": metrics[0]["test_set"],
+        "command": f"`fashion-tcn train {shlex.join(args)} --seed S`",
     }
 
 
@@ -75,12 +141,27 @@ def is_entry(arg: str) -> bool:
     return ":" in arg and arg.split(":", 1)[0] in MODEL_KINDS
 
 
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated seeds, got {text!r}") from None
+    if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"seeds must be distinct and >= 0, got {text!r}")
+    return seeds
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n")[0],
-        usage="%(prog)s MODEL:SEQUENCE[:FLAGS] ... [--out OUT] [fashion-tcn train flags]",
+        usage="%(prog)s MODEL:SEQUENCE[:FLAGS] ... [--out OUT] [--seeds 0,1,2] "
+        "[--target-val 0.9] [fashion-tcn train flags]",
     )
     parser.add_argument("--out", type=Path, default=Path("runs/compare"))
+    parser.add_argument("--seeds", type=_seeds, default=[0], help="one run per seed (0)")
+    parser.add_argument(
+        "--target-val", type=float, default=0.9, help="validation accuracy to time (0.9)"
+    )
     # entries are told apart by their form, so they may stand before or after the shared flags
     # (argparse alone would take the value of an unknown flag, `--epochs 10`, for an entry)
     args, rest = parser.parse_known_args(argv)
@@ -88,13 +169,16 @@ def main(argv: list[str] | None = None) -> int:
     shared = [arg for arg in rest if not is_entry(arg)]
     if not entries:
         parser.error(f"no MODEL:SEQUENCE entries (MODEL is one of {', '.join(MODEL_KINDS)})")
+    if "--seed" in shared:
+        parser.error("use --seeds, not --seed: each entry trains once per seed")
     args.out.mkdir(parents=True, exist_ok=True)
     rows, seen = [], {}
     for entry in entries:
         name = "-".join(entry.split(":", 2)[:2])
         seen[name] = seen.get(name, 0) + 1
         suffix = f"-{seen[name]}" if seen[name] > 1 else ""
-        rows.append(run_entry(entry, shared, args.out / f"{name}{suffix}"))
+        out = args.out / f"{name}{suffix}"
+        rows.append(run_entry(entry, shared, out, args.seeds, args.target_val))
         print(f"compare: {entry}: {rows[-1]['test accuracy']}", flush=True)
     table = markdown(rows)
     (args.out / "compare.md").write_text(table)

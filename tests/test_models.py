@@ -1,5 +1,6 @@
 """Model registry: TCN and baselines share the harness; RNNs match the ~70K parameter budget."""
 
+import csv
 import json
 import subprocess
 import sys
@@ -68,6 +69,10 @@ def test_compare_writes_one_table(tiny_data_dir, tmp_path):
             str(tiny_data_dir),
             "--filters",
             "8",
+            "--seeds",
+            "0,1",
+            "--target-val",
+            "0.05",
         ],
         capture_output=True,
         text=True,
@@ -77,7 +82,16 @@ def test_compare_writes_one_table(tiny_data_dir, tmp_path):
     table = (out / "compare.md").read_text()
     assert table.count("\n") == 4 and "| tcn | rows |" in table and "| gru | rows |" in table
     assert "--units 8" in table  # each row carries the command that reproduces it
-    assert (out / "compare.csv").is_file() and (out / "tcn-rows" / "model.keras").is_file()
+    for seed in (0, 1):
+        assert (out / f"tcn-rows-s{seed}" / "model.keras").is_file()
+    with (out / "compare.csv").open() as f:
+        tcn, gru = csv.DictReader(f)
+    assert " ± " in tcn["test accuracy"] and tcn["seeds"] == "0,1"
+    assert tcn["time to target val"].endswith("s to 5.0%")
+    assert gru["stream state"] == "8" and int(gru["stream FLOPs/step"].replace(",", "")) == 2 * (
+        28 * 24 + 8 * 24 + 8 * 10  # GRU gates over the input and the state, then the classifier
+    )
+    assert int(tcn["stream state"].replace(",", "")) > 0
 
 
 def test_cross_entropy_by_hand():

@@ -97,7 +97,7 @@ def test_json_csv_npy_and_bad_inputs_together(run_dir, samples, tmp_path, capsys
     errors = [line for line in captured.err.splitlines() if line.startswith("fashion-tcn")]
     assert len(errors) == 4
     assert any("rows.csv:4: 3 columns" in e for e in errors)
-    assert any("not a readable image" in e for e in errors)
+    assert any("not an image Pillow can read" in e for e in errors)
     assert any("empty file" in e for e in errors)
     assert any("no such file" in e for e in errors)
 

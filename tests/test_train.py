@@ -40,3 +40,18 @@ def test_run_callbacks_let_steps_queue(tmp_path, overrides):
             default = getattr(keras.callbacks.Callback, hook)
             hooked = getattr(type(callback), hook) is not default
             assert getattr(callback, "async_safe", False) or not hooked, (callback, hook)
+
+
+def test_early_stopping_patience_counts_from_before_a_resume():
+    """Best epoch 0, then two worse: with patience 3 the next worse epoch stops the run, as it
+    would have without the interruption (a fresh EarlyStopping would wait three more)."""
+    from fashion_tcn.train import ResumedEarlyStopping
+
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    logged = [{"epoch": e, "val_accuracy": v} for e, v in enumerate([0.9, 0.8, 0.85])]
+    stop = ResumedEarlyStopping(logged, monitor="val_accuracy", mode="max", patience=3)
+    stop.set_model(model)
+    stop.on_train_begin()
+    assert not model.stop_training
+    stop.on_epoch_end(3, {"val_accuracy": 0.89})
+    assert model.stop_training

@@ -118,7 +118,9 @@ def _parser() -> argparse.ArgumentParser:
     model.add_argument("--filters", type=int)
     model.add_argument("--units", type=int, help="lstm/gru hidden units (default: ~70K params)")
     model.add_argument(
-        "--step-filters", type=int, help="tcn on rows: convolve across each row first (0 = off)"
+        "--step-filters",
+        type=int,
+        help="tcn on rows/columns: convolve across each row first (default 8; 0 = off)",
     )
     model.add_argument(
         "--step-stages", type=int, help="step encoder conv-conv-pool stages across the row (1)"

@@ -130,8 +130,9 @@ class ModelConfig:
     pooling: str = "last"  # TCN readout: the last step, or the (causal) mean over steps so far
     allow_short_receptive_field: bool = False  # train even if the last step cannot see step 0
     units: int | None = None  # lstm/gru hidden units; None: sized to RNN_PARAMETERS (Bai et al.)
-    step_filters: int = 0  # TCN on rows/columns: convolve across each step's pixels first
-    #                        (layers.StepEncoder) with this many channels; 0 = off
+    step_filters: int | None = None  # TCN on rows/columns: convolve across each step's pixels
+    #                        first (layers.StepEncoder) with this many channels; 0 = off;
+    #                        None: the mode's default for a TCN (8 on rows/columns), else 0
     step_stages: int = 1  # StepEncoder conv-conv-pool stages: each halves the row, doubles channels
 
     def __post_init__(self) -> None:
@@ -155,7 +156,10 @@ class ModelConfig:
             f"kernel_size must be >= 2, got {self.kernel_size}",
         )
         _check(self.units is None or self.units >= 1, f"units must be >= 1, got {self.units}")
-        _check(self.step_filters >= 0, f"step_filters must be >= 0, got {self.step_filters}")
+        _check(
+            self.step_filters is None or self.step_filters >= 0,
+            f"step_filters must be >= 0, got {self.step_filters}",
+        )
         _check(
             self.pooling in POOLINGS,
             f"unknown pooling {self.pooling!r}; choose from {', '.join(POOLINGS)}",
@@ -286,6 +290,7 @@ MODE_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
             "dropout": 0.05,
             "norm": "weight",
             "stacks": 2,
+            "step_filters": 8,  # +1 point of validation at 20 epochs (README, issue 14)
         },
         "train": {"epochs": 20},
     },
@@ -324,6 +329,9 @@ class Config:
             section = getattr(self, name)
             filled = {k: v for k, v in values.items() if getattr(section, k) is None}
             sections[name] = replace(section, **filled)
+        unset = self.model.step_filters is None
+        if unset and (self.model.kind != "tcn" or sections["model"].step_filters is None):
+            sections["model"] = replace(sections["model"], step_filters=0)  # no encoder default
         if self.train.weight_decay is None:
             decay = ADAMW_WEIGHT_DECAY if self.train.optimizer == "adamw" else 0.0
             sections["train"] = replace(sections["train"], weight_decay=decay)

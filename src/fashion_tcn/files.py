@@ -18,6 +18,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield partial
         os.replace(partial, path)
+    except OSError as error:  # a full disk: name the file the user knows, not the partial one
+        if error.filename is not None and Path(error.filename) == partial:
+            raise OSError(error.errno, error.strerror, str(path)) from None
+        raise
     finally:
         partial.unlink(missing_ok=True)
 

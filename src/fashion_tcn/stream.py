@@ -200,6 +200,31 @@ class StreamingClassifier:
             )
         return sum(block.flops() for block in self.blocks) + int(encoder) + 2 * self.head[0].size
 
+    def state_size(self) -> int:
+        """Numbers one stream keeps between steps: every convolution's ring buffer."""
+        return sum(conv.history * conv.kernel.shape[1] for b in self.blocks for conv in b.convs)
+
+
+def step_cost(model: keras.Model) -> dict[str, int] | None:
+    """What one new step costs a stream of one sequence: FLOPs (2 per multiply-add, layers and
+    classifier) and the numbers kept between steps. A TCN keeps ring buffers
+    (`StreamingClassifier`); an LSTM or GRU keeps its state (2 x units or units) and runs its
+    gates' kernels once per step. None for a model that reads the whole image (the CNN)."""
+    names = {layer.name for layer in model.layers}
+    if "tcn" in names:
+        stream = StreamingClassifier(model)
+        return {"flops": stream.flops_per_step(), "state": stream.state_size()}
+    kind = next((name for name in ("lstm", "gru") if name in names), None)
+    if kind is None:
+        return None
+    rnn = model.get_layer(kind)
+    kernel, recurrent = (int(np.prod(w.shape)) for w in rnn.cell.weights[:2])
+    head = int(np.prod(model.get_layer("classifier").weights[0].shape))
+    return {
+        "flops": 2 * (kernel + recurrent + head),
+        "state": rnn.cell.units * (2 if kind == "lstm" else 1),
+    }
+
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
     z = np.exp(logits - logits.max(axis=-1, keepdims=True))

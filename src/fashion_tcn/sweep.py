@@ -95,7 +95,8 @@ def check_storage(url: str, heartbeat: int = 60) -> optuna.storages.RDBStorage:
         if not folder.is_dir():
             raise ConfigError(f"--storage {shown}: folder {folder} does not exist")
     try:
-        return make_storage(url, heartbeat)
+        with claim_lock(url):  # two sweeps creating the tables at once would collide
+            return make_storage(url, heartbeat)
     except Exception as error:  # SQLAlchemy's URL, driver and connection errors
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
         raise ConfigError(f"--storage {shown}: cannot open the study storage ({reason})") from None

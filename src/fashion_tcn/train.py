@@ -184,6 +184,22 @@ class EpochCheckpoint(keras.callbacks.Callback):
             self.model.save(partial)
 
 
+class ResumedEarlyStopping(keras.callbacks.EarlyStopping):
+    """EarlyStopping that first replays the epochs a resumed run has logged, so its patience
+    counts from the best epoch of the whole run, as in the uninterrupted run, not from the
+    resume. A run that had stopped early goes on until its patience runs out again."""
+
+    def __init__(self, logged: Sequence[dict], **kwargs):
+        super().__init__(**kwargs)
+        self.logged = logged
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        for epoch, row in enumerate(self.logged):
+            super().on_epoch_end(epoch, {key: float(value) for key, value in row.items()})
+        self.model.stop_training = False
+
+
 class EpochSeeds(keras.callbacks.Callback):
     """Gives every random layer (augmentation, dropout) a seed drawn from (run seed, epoch) when
     an epoch begins. Keras neither saves a seed generator's state with the model nor keeps its
@@ -285,10 +301,11 @@ def run_callbacks(
         callbacks.append(keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=2))
     if cfg.train.early_stopping:
         callbacks.append(
-            keras.callbacks.EarlyStopping(
+            ResumedEarlyStopping(
+                _read_history(run_dir) if resume else [],
                 monitor="val_accuracy",
+                mode="max",
                 patience=cfg.train.early_stopping,
-                restore_best_weights=False,
             )
         )
     if cfg.train.tensorboard:
