@@ -1,5 +1,6 @@
 """Images become sequences (a function and the model layer `ToSequence`), and images become
-batches (`ImageBatches`, a `keras.utils.PyDataset`, the same on every Keras backend).
+batches (`tf.data` on TensorFlow; `ImageBatches`, a `keras.utils.PyDataset`, on the other
+backends), each training epoch in an order drawn from the seed and the epoch alone.
 
 A 28x28 image is read as a sequence of time steps:
     rows      28 steps x 28 features   (top to bottom, one row per step)
@@ -13,6 +14,7 @@ layer, so a saved model carries it.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import keras
 import numpy as np
@@ -89,21 +91,52 @@ def epoch_order(size: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(size)
 
 
-def make_dataset(
+def make_dataset(images: np.ndarray, labels: np.ndarray, *, batch_size: int) -> Any:
+    """Batches of (uint8 images, int32 labels) in order, for validation and testing: `tf.data` on
+    TensorFlow, `ImageBatches` on the other backends."""
+    if keras.backend.backend() != "tensorflow":
+        return ImageBatches(images, labels, batch_size)
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels.astype("int32")))
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def training_batches(
     images: np.ndarray,
     labels: np.ndarray,
     *,
     batch_size: int,
-    shuffle: bool = False,
-    seed: int = 0,
-    first_epoch: int = 0,
-) -> ImageBatches:
-    """Batches of (uint8 images, int32 labels); with `shuffle`, each epoch in `epoch_order`.
+    seed: int,
+    first_epoch: int,
+    epochs: int,
+) -> tuple[Any, int | None]:
+    """Training batches for epochs `first_epoch`..`epochs - 1`, each epoch in `epoch_order`, and
+    the `steps_per_epoch` to give `fit` (or None).
 
     Nothing but slicing happens here: sequencing and augmentation are the model's own first
-    layers, so the input path never makes the model wait.
+    layers. On TensorFlow this is one `tf.data` pipeline over all the epochs (with
+    steps_per_epoch, Keras reads on from one iterator), since a `keras.utils.PyDataset` fed the
+    CPU model at 0.61 of its speed (benchmarks/config_speed.py); elsewhere it is `ImageBatches`.
     """
-    return ImageBatches(images, labels, batch_size, shuffle, seed, first_epoch)
+    if keras.backend.backend() != "tensorflow":
+        return ImageBatches(images, labels, batch_size, True, seed, first_epoch), None
+    import tensorflow as tf
+
+    size = len(images)
+    x, y = tf.constant(images), tf.constant(labels.astype("int32"))
+
+    def epoch_batches(epoch):
+        order = tf.numpy_function(lambda e: epoch_order(size, seed, int(e)), [epoch], tf.int64)
+        return tf.data.Dataset.from_tensor_slices(tf.ensure_shape(order, [size])).batch(batch_size)
+
+    dataset = (
+        tf.data.Dataset.range(first_epoch, epochs)
+        .flat_map(epoch_batches)
+        .map(lambda take: (tf.gather(x, take), tf.gather(y, take)))
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    return dataset, math.ceil(size / batch_size)
 
 
 class ImageBatches(keras.utils.PyDataset):

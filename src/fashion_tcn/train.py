@@ -41,7 +41,12 @@ from fashion_tcn.models import (
     step_predictions,
     takes_images,
 )
-from fashion_tcn.sequences import make_dataset, make_permutation, sequence_shape
+from fashion_tcn.sequences import (
+    make_dataset,
+    make_permutation,
+    sequence_shape,
+    training_batches,
+)
 
 
 @dataclass
@@ -366,13 +371,13 @@ def train(
         del pixels
         initial_epoch = 0
     # uint8 images only: sequencing and augmentation (training only) are the model's layers
-    train_ds = make_dataset(
+    train_ds, steps_per_epoch = training_batches(
         splits.x_train,
         splits.y_train,
         batch_size=cfg.train.batch_size,
-        shuffle=True,
         seed=cfg.train.seed,
         first_epoch=initial_epoch,
+        epochs=cfg.train.epochs,
     )
     val_ds = make_dataset(splits.x_val, splits.y_val, batch_size=cfg.train.batch_size)
     optimizer = make_optimizer(cfg.train, steps)
@@ -396,7 +401,8 @@ def train(
         validation_data=val_ds,
         epochs=cfg.train.epochs,
         initial_epoch=initial_epoch,
-        shuffle=False,  # ImageBatches shuffles, seeded by epoch
+        steps_per_epoch=steps_per_epoch,
+        shuffle=False,  # training_batches shuffles, seeded by epoch
         callbacks=callbacks,
         verbose=verbose,
     )
