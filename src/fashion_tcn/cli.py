@@ -304,6 +304,7 @@ def _train(args: argparse.Namespace) -> int:
     from fashion_tcn.train import default_run_dir, evaluate_run, train
 
     run_dir = args.run_dir or default_run_dir(cfg)
+    code = 0
     try:
         run_dir, metrics = train(
             cfg,
@@ -319,12 +320,10 @@ def _train(args: argparse.Namespace) -> int:
             raise
         print("\ninterrupted: testing the best epoch so far (continue with --resume)")
         metrics = evaluate_run(run_dir, cfg.data.data_dir)
-        print(format_metrics(metrics))
-        print(f"run directory: {run_dir}  (report: {run_dir / 'report.html'})")
-        return 130
+        code = 130  # stopped, not finished
     print(format_metrics(metrics))
     print(f"run directory: {run_dir}  (report: {run_dir / 'report.html'})")
-    return 0
+    return code
 
 
 def _discard(run_dir: Path) -> None:
