@@ -5,8 +5,9 @@
 
 A classifier that must answer after every new pixel can either re-run the whole prefix
 (`model.predict_on_batch` on steps 0..t, what keras-tcn offers) or stream (one kernel application
-per layer, ring buffers: fashion_tcn.stream). Both give the same numbers (tests/test_stream.py);
-this prints what each costs at step t, batch of one stream.
+per layer from the convolutions' caches: fashion_tcn.stream, one `step` call per pixel). Both give
+the same numbers (tests/test_stream.py); this prints what each costs at step t, batch of one
+stream.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 
 from fashion_tcn.config import Config, override
 from fashion_tcn.models import build_model
-from fashion_tcn.stream import StreamingClassifier
+from fashion_tcn.stream import StreamingClassifier, flops_per_step
 
 
 def _best_of(function, repeats: int) -> float:
@@ -44,13 +45,14 @@ def main() -> None:
     if args.run:
         variable.set_weights(keras.saving.load_model(f"{args.run}/model.keras").get_weights())
     stream = StreamingClassifier(variable, batch=1)
-    per_step = stream.flops_per_step()
+    per_step = flops_per_step(variable)
     x = np.random.default_rng(0).random((1, 784, 1)).astype("float32")
 
-    # streaming: mean time per step over a whole 784-step sequence
+    # streaming: mean time per step over a whole 784-step sequence, one call per step
     def whole_stream() -> None:
         stream.reset()
-        stream.run(x)
+        for t in range(784):
+            stream.step(x[:, t])
 
     stream_step = _best_of(whole_stream, args.repeats) / 784
 

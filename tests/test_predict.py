@@ -109,6 +109,7 @@ def test_bad_npy_shapes(tmp_path):
     assert "shape (2, 27, 28)" in items[0].error and "NaN" in items[1].error
 
 
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TFLite needs TensorFlow")
 @pytest.mark.parametrize("fmt", ["savedmodel", "tflite"])
 def test_exports_reload_with_the_same_predictions(run_dir, samples, tmp_path, fmt):
     import tensorflow as tf
@@ -130,6 +131,28 @@ def test_exports_reload_with_the_same_predictions(run_dir, samples, tmp_path, fm
         interpreter.invoke()
         got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TFLite needs TensorFlow")
+def test_step_export_streams_to_the_models_prediction(run_dir, samples, tmp_path):
+    import tensorflow as tf
+
+    out = tmp_path / "step.tflite"
+    assert main(["export", str(run_dir), "--format", "step", "--out", str(out)]) == 0
+    predictor = Predictor(run_dir)
+    images = samples[0][:3]
+    x = predictor.sequences(images)  # (3, T, F)
+    step = tf.lite.Interpreter(str(out)).get_signature_runner("step")
+    state = {
+        f"state_{i}": np.zeros((3, *shape), "float32")
+        for i, shape in enumerate(predictor.model.get_layer("tcn").cache_shapes())
+    }
+    for t in range(x.shape[1]):
+        result = step(step=x[:, t : t + 1], **state)
+        state = {name: result[name] for name in state}
+    np.testing.assert_allclose(
+        result["probabilities"][:, 0], predictor.probabilities(images), atol=1e-5
+    )
 
 
 def test_predict_on_a_missing_run_is_one_line_exit_2(tmp_path):

@@ -6,7 +6,7 @@ import pytest
 
 from fashion_tcn.config import ModelConfig
 from fashion_tcn.models import build_model, step_predictions
-from fashion_tcn.stream import StreamingClassifier
+from fashion_tcn.stream import StreamingClassifier, flops_per_step, state_size
 
 
 def _model(
@@ -72,13 +72,11 @@ def test_step_encoder_streams(stages):
     stream = StreamingClassifier(model, batch=2)
     np.testing.assert_allclose(stream.run(x), full, atol=1e-5)
     width = 28 // 2**stages * 3 * 2 ** (stages - 1)  # what the encoder hands the TCN
-    without = StreamingClassifier(
-        build_model(ModelConfig(**{**vars(cfg), "step_filters": 0}), 28, width)
-    )
+    without = build_model(ModelConfig(**{**vars(cfg), "step_filters": 0}), 28, width)
     encoder = 2 * 28 * (3 * 1 * 3 + 3 * 3 * 3)  # (1, 3) convolutions 1 -> 3 -> 3, per pixel
     if stages == 2:  # then 3 -> 6 -> 6 on the 14 pooled positions
         encoder += 2 * 14 * (3 * 3 * 6 + 3 * 6 * 6)
-    assert stream.flops_per_step() == without.flops_per_step() + encoder
+    assert flops_per_step(model) == flops_per_step(without) + encoder
 
 
 @pytest.mark.parametrize("pooling", ["last", "mean"])
@@ -90,15 +88,17 @@ def test_chunks_and_reset(pooling):
     np.testing.assert_allclose(chunked, step_predictions(model, x), atol=1e-5)
     stream.reset()
     assert stream.steps_seen == 0
-    np.testing.assert_allclose(stream.run(x[:, :5]), chunked[:, :5], atol=1e-12)
+    np.testing.assert_array_equal(stream.run(x[:, :25]), chunked[:, :25])  # a fresh start
 
 
 def test_flops_per_step_is_one_column_of_the_full_pass():
     model = _model("none", steps=784)
-    stream = StreamingClassifier(model)
     conv = 2 * 3 * 6 * 6  # kernel x in x out, 2 flops per multiply-add
     first = 2 * 3 * 2 * 6 + 2 * 2 * 6  # first conv reads 2 features; 1x1 shortcut 2 -> 6
-    assert stream.flops_per_step() == first + 5 * conv + 2 * 6 * 10
+    assert flops_per_step(model) == first + 5 * conv + 2 * 6 * 10
+    # caches: (k - 1) x dilation steps of each convolution's input: 2 then 6 channels
+    assert state_size(model) == 2 * 2 + 2 * 6 + 2 * (4 + 8) * 6
+    assert state_size(_model("none", pooling="mean")) == state_size(model) + 6 + 1
 
 
 def test_non_tcn_model_is_refused():
@@ -150,3 +150,32 @@ def test_anytime_loss_needs_a_tcn():
 
     with pytest.raises(ConfigError, match="anytime_loss needs a causal TCN"):
         override(Config(), {"model.kind": "gru", "train.anytime_loss": 0.5}).resolved()
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TFLite needs TensorFlow")
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_exported_step_streams_in_tflite_like_the_full_pass(tmp_path, pooling):
+    import tensorflow as tf
+
+    from fashion_tcn.stream import export_step
+
+    cfg = ModelConfig(
+        filters=6, kernel_size=3, dilations=[1, 2, 4], stacks=1, dropout=0, norm="weight"
+    )
+    cfg.step_filters, cfg.pooling = 3, pooling
+    model = build_model(cfg, 28, 28, mean=0.3, variance=0.1)
+    x = np.random.default_rng(5).random((2, 28, 28)).astype("float32")
+    full = step_predictions(model, x)
+
+    runner = tf.lite.Interpreter(str(export_step(model, tmp_path / "step.tflite")))
+    step = runner.get_signature_runner("step")
+    state = {
+        f"state_{i}": np.zeros((2, *shape), "float32")
+        for i, shape in enumerate(model.get_layer("tcn").cache_shapes())
+    }
+    streamed = []
+    for t in range(28):
+        out = step(step=x[:, t : t + 1], **state)
+        state = {name: out[name] for name in state}
+        streamed.append(out["probabilities"][:, 0])
+    np.testing.assert_allclose(np.stack(streamed, axis=1), full, atol=1e-5)

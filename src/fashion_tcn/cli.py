@@ -218,7 +218,12 @@ def _parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="SavedModel (TF Serving) or TFLite")
     export.add_argument("run_dir", type=Path)
-    export.add_argument("--format", choices=("savedmodel", "tflite"), default="savedmodel")
+    export.add_argument(
+        "--format",
+        choices=("savedmodel", "tflite", "step"),
+        default="savedmodel",
+        help="step: a TFLite stream step of a TCN (one step + state in, prediction + state out)",
+    )
     export.add_argument("-o", "--out", type=Path, help="default: RUN_DIR/export/...")
 
     report_cmd = commands.add_parser(

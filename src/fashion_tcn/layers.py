@@ -12,9 +12,7 @@ import math
 import keras
 from keras import ops
 
-from fashion_tcn.config import POOLINGS, receptive_field
-
-NORMS = ("none", "batch", "layer", "weight")
+from fashion_tcn.config import NORMS, POOLINGS, receptive_field
 
 
 @keras.saving.register_keras_serializable(package="fashion_tcn")
@@ -76,14 +74,31 @@ class CausalConv1D(keras.layers.Layer):
         norm = ops.sqrt(ops.sum(ops.square(self.kernel), axis=(0, 1), keepdims=True) + 1e-12)
         return self.gain * self.kernel / norm
 
-    def call(self, inputs, dilation_rate=None):
-        """`dilation_rate` overrides the layer's for one call: on a sequence already thinned
-        to every d-th step, dilation d becomes 1 (`TCN`'s last-step path)."""
+    def call(self, inputs, cache=None, dilation_rate=None):
+        """Without `cache` the past before step 0 is zeros. With `cache` (B, history, C_in), the
+        inputs continue the sequence whose last `history` steps it holds, and the call returns
+        `(outputs, new_cache)`: a stream feeds steps in one or a chunk at a time, with the same
+        weights and the same arithmetic as the full pass. `dilation_rate` overrides the layer's
+        for one call: on a sequence already thinned to every d-th step, dilation d becomes 1
+        (`TCN`'s last-step path)."""
         dilation = self.dilation_rate if dilation_rate is None else dilation_rate
         history = (self.kernel_size - 1) * dilation
-        padded = ops.pad(inputs, ((0, 0), (history, 0), (0, 0)))  # past only
-        outputs = ops.conv(padded, self.effective_kernel(), padding="valid", dilation_rate=dilation)
-        return outputs + self.bias
+        if cache is None:
+            padded = ops.pad(inputs, ((0, 0), (history, 0), (0, 0)))  # past only
+        else:
+            padded = ops.concatenate([ops.cast(cache, inputs.dtype), inputs], axis=1)
+        taps = padded
+        if inputs.shape[1] == 1 and dilation > 1:  # one step: its k taps, undilated
+            taps, dilation = padded[:, ::dilation], 1
+        outputs = ops.conv(taps, self.effective_kernel(), padding="valid", dilation_rate=dilation)
+        outputs = outputs + self.bias
+        if cache is None:
+            return outputs
+        return outputs, padded[:, -history:]
+
+    def cache_shape(self) -> tuple[int, int]:
+        """One stream's cache, (history, channels in); the layer must be built."""
+        return (self.history, self.kernel.shape[1])
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.filters)
@@ -114,10 +129,12 @@ class ResidualBlock(keras.layers.Layer):
     Call arguments:
         inputs: (batch, steps, channels).
         training: dropout and batch norm switch.
+        cache: the two convolutions' caches, to continue a stream (see `CausalConv1D`).
 
     Returns:
         `(output, residual)`: the block output `activation(shortcut + residual)` and the residual
-        branch alone, which TCN sums over blocks when skip connections are on.
+        branch alone, which TCN sums over blocks when skip connections are on; with `cache`,
+        `(output, residual, new_cache)`.
     """
 
     def __init__(
@@ -173,15 +190,24 @@ class ResidualBlock(keras.layers.Layer):
             self.shortcut = keras.layers.Conv1D(self.filters, 1, name="shortcut")
             self.shortcut.build(input_shape)
 
-    def call(self, inputs, training=None, dilation_rate=None):
-        x = inputs
-        for conv, norm, drop in zip(self.convs, self.norms, self.drops, strict=True):
-            x = conv(x, dilation_rate=dilation_rate)
+    def call(self, inputs, training=None, cache=None, dilation_rate=None):
+        """With `cache` (one per convolution, `CausalConv1D`) also returns the new caches."""
+        x, new_cache = inputs, []
+        for i, (conv, norm, drop) in enumerate(
+            zip(self.convs, self.norms, self.drops, strict=True)
+        ):
+            if cache is None:
+                x = conv(x, dilation_rate=dilation_rate)
+            else:
+                x, conv_cache = conv(x, cache=cache[i])
+                new_cache.append(conv_cache)
             if norm is not None:
                 x = norm(x, training=training)
             x = drop(self.act(x), training=training)
         shortcut = inputs if self.shortcut is None else self.shortcut(inputs)
-        return self.act(shortcut + x), x
+        if cache is None:
+            return self.act(shortcut + x), x
+        return self.act(shortcut + x), x, new_cache
 
     def compute_output_shape(self, input_shape):
         shape = (*input_shape[:-1], self.filters)
@@ -223,6 +249,8 @@ class TCN(keras.layers.Layer):
         training: dropout and batch norm switch.
         all_steps: return every step even when `return_sequences` is off: causality makes step
             t's output the prediction after seeing steps 0..t (anytime prediction).
+        cache: the state of streams the inputs continue (`cache_shapes`, zeros to start one);
+            then returns `(every step's output, new cache)` and costs only the new steps.
 
     Example:
         >>> tcn = TCN(16, kernel_size=3, dilations=(1, 2, 4))
@@ -286,7 +314,9 @@ class TCN(keras.layers.Layer):
                 shape = block.compute_output_shape(shape)[0]
                 self.blocks.append(block)
 
-    def call(self, inputs, training=None, all_steps=False):
+    def call(self, inputs, training=None, all_steps=False, cache=None):
+        if cache is not None:
+            return self._stream(inputs, cache, training)
         if self._last_step_only(inputs, all_steps):
             return self._last_step(inputs, training)
         x, skips = inputs, []
@@ -303,6 +333,30 @@ class TCN(keras.layers.Layer):
             steps = ops.arange(1, ops.shape(x)[1] + 1, dtype=x.dtype)
             return ops.cumsum(x, axis=1) / steps[None, :, None]  # mean of steps 0..t at t
         return x if all_steps else x[:, -1, :]
+
+    def cache_shapes(self) -> list[tuple[int, ...]]:
+        """One stream's state, as `cache` takes it: every convolution's (history, channels),
+        block by block, then for mean pooling the running sum (filters,) and count (1,)."""
+        shapes = [conv.cache_shape() for block in self.blocks for conv in block.convs]
+        return shapes + ([(self.filters,), (1,)] if self.pooling == "mean" else [])
+
+    def _stream(self, inputs, cache, training=None):
+        """(B, T, C) steps that continue the streams held in `cache` (`cache_shapes`; zeros
+        start a stream) -> (outputs after each step as with `all_steps`, new cache)."""
+        x, skips, new_cache = inputs, [], []
+        for i, block in enumerate(self.blocks):
+            x, residual, block_cache = block(x, training=training, cache=cache[2 * i : 2 * i + 2])
+            skips.append(residual)
+            new_cache.extend(block_cache)
+        if self.skip_connections:
+            x = ops.sum(ops.stack(skips), axis=0)
+        if self.return_sequences or self.pooling != "mean":
+            return x, new_cache
+        total, count = cache[-2:]  # (B, filters), (B, 1): the steps before this chunk
+        steps = ops.arange(1, ops.shape(x)[1] + 1, dtype=x.dtype)[None, :, None]
+        total = ops.cast(total, x.dtype)[:, None] + ops.cumsum(x, axis=1)
+        count = ops.cast(count, x.dtype)[:, None] + steps
+        return total / count, [*new_cache, total[:, -1], count[:, -1]]
 
     def _last_step_only(self, inputs, all_steps: bool) -> bool:
         """Whether only the last step's output is wanted and can be computed on its own.
@@ -341,11 +395,14 @@ class TCN(keras.layers.Layer):
             return ops.sum(ops.stack(skips), axis=0)
         return x[:, -1, :]
 
-    def compute_output_spec(self, inputs, training=None, all_steps=False):
-        """Symbolic output; `compute_output_shape` alone cannot see `all_steps`."""
-        steps = self.return_sequences or all_steps
+    def compute_output_spec(self, inputs, training=None, all_steps=False, cache=None):
+        """Symbolic output; `compute_output_shape` alone cannot see `all_steps` or `cache`."""
+        steps = self.return_sequences or all_steps or cache is not None
         shape = (*inputs.shape[:-1], self.filters) if steps else (inputs.shape[0], self.filters)
-        return keras.KerasTensor(shape, dtype=self.compute_dtype)
+        outputs = keras.KerasTensor(shape, dtype=self.compute_dtype)
+        if cache is None:
+            return outputs
+        return outputs, [keras.KerasTensor(c.shape, dtype=self.compute_dtype) for c in cache]
 
     def compute_output_shape(self, input_shape):
         if self.return_sequences:
@@ -430,7 +487,7 @@ class StepEncoder(keras.layers.Layer):
             for conv in self.convs[2 * stage : 2 * stage + 2]:
                 x = conv(x)  # (B, T, F / 2**stage, filters * 2**stage)
             x = self.pool(x)
-        return ops.reshape(x, (-1, inputs.shape[1], x.shape[2] * x.shape[3]))
+        return ops.reshape(x, (-1, ops.shape(inputs)[1], x.shape[2] * x.shape[3]))  # T may be None
 
     def compute_output_shape(self, input_shape):
         width = input_shape[-1] // 2**self.stages

@@ -19,12 +19,13 @@ from PIL import Image, UnidentifiedImageError
 
 from fashion_tcn.config import ConfigError, load_config
 from fashion_tcn.data import CLASS_NAMES
+from fashion_tcn.files import atomic_path
 from fashion_tcn.layers import TCN
 from fashion_tcn.models import final_probabilities, load_model, model_inputs
 from fashion_tcn.sequences import to_sequences
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
-EXPORT_FORMATS = ("savedmodel", "tflite")
+EXPORT_FORMATS = ("savedmodel", "tflite", "step")
 
 
 class InputError(ValueError):
@@ -210,9 +211,10 @@ def top_k(probs: np.ndarray, k: int = 3) -> list[dict]:
 
 
 def export(run_dir: Path, fmt: str, out: Path | None = None) -> Path:
-    """SavedModel (TF Serving; signature `serve`) or a TFLite flatbuffer of the run's model.
+    """SavedModel (TF Serving; signature `serve`), a TFLite flatbuffer of the run's model, or
+    "step": a TFLite stream step of a TCN (`stream.export_step`).
 
-    Both formats are TensorFlow's, so this is the one command that needs TensorFlow installed
+    All are TensorFlow formats, so this is the one command that needs TensorFlow installed
     whatever the Keras backend (on JAX, Keras converts the model with jax2tf).
     """
     try:
@@ -224,18 +226,25 @@ def export(run_dir: Path, fmt: str, out: Path | None = None) -> Path:
 
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose from {', '.join(EXPORT_FORMATS)}")
-    if fmt == "tflite" and keras.backend.backend() != "tensorflow":
+    if fmt != "savedmodel" and keras.backend.backend() != "tensorflow":
         # the converter rejects the uint32 seed variables a JAX-built model carries
         raise ConfigError(
             "TFLite export needs Keras on TensorFlow: run it with KERAS_BACKEND=tensorflow "
             "(model.keras is the same file on every backend)"
         )
     model = load_model(run_dir / "model.keras")
+    if fmt == "step":
+        from fashion_tcn.stream import export_step
+
+        if not any(isinstance(layer, TCN) for layer in model.layers):
+            raise ConfigError(f"{run_dir}: --format step streams TCN models only")
+        return export_step(model, out or run_dir / "export" / "step.tflite")
     saved = out if fmt == "savedmodel" and out else run_dir / "export" / "savedmodel"
     model.export(str(saved), format="tf_saved_model", verbose=False)
     if fmt == "savedmodel":
         return saved
     target = out or run_dir / "export" / "model.tflite"
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(tf.lite.TFLiteConverter.from_saved_model(str(saved)).convert())
+    with atomic_path(target) as partial:
+        partial.write_bytes(tf.lite.TFLiteConverter.from_saved_model(str(saved)).convert())
     return target

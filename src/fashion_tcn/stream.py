@@ -1,134 +1,70 @@
-"""Exact streaming inference for a trained TCN classifier: one time step in, one prediction out.
+"""Streaming inference for a trained TCN classifier: steps in, a prediction after each one out.
 
-A causal convolution at step t needs only its last `(kernel_size - 1) * dilation` inputs, so each
-convolution keeps exactly those in a ring buffer and a new step costs one kernel application per
-layer, instead of a pass over the whole prefix. The arithmetic is NumPy on the trained weights,
-so it runs on any Keras backend and without graph overhead per step.
+The layers do the streaming: every causal convolution takes and returns its cache, the last
+`(kernel_size - 1) * dilation` inputs it needs (`layers.CausalConv1D`), so a new step costs one
+kernel application per layer instead of a pass over the whole prefix. `StepModel` wires a trained
+classifier's own layers (same weights, same arithmetic) into a model from (steps, state) to
+(predictions after each step, new state): it runs on every backend, compiles, and exports
+(`predict.export(..., "step")`). `StreamingClassifier` only keeps the state between calls.
 
-Streamable normalizations: none, weight (folded into the kernel), layer (per step, over
-channels), and batch (at inference it is a fixed per-channel affine map from the moving
-statistics). Batch norm in *training* mode needs the whole batch of sequences and is not a
-streaming operation; nothing here trains.
+Batch norm streams at inference, where it is a fixed per-channel affine map; in training its
+statistics span every step of the batch, which is not a streaming operation (nothing here trains).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import tempfile
+from pathlib import Path
 
 import keras
 import numpy as np
-from scipy.special import erf
 
-from fashion_tcn.layers import TCN, CausalConv1D, ResidualBlock
-
-_ACTIVATIONS = {
-    "relu": lambda x: np.maximum(x, 0.0),
-    "tanh": np.tanh,
-    "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
-    "selu": lambda x: (
-        1.0507009873554805 * np.where(x > 0, x, 1.6732632423543772 * np.expm1(np.minimum(x, 0.0)))
-    ),
-    "gelu": lambda x: 0.5 * x * (1.0 + erf(x / np.sqrt(2.0))),
-    "swish": lambda x: x / (1.0 + np.exp(-x)),
-    "silu": lambda x: x / (1.0 + np.exp(-x)),
-    "leaky_relu": lambda x: np.where(x > 0, x, 0.2 * x),
-    "mish": lambda x: x * np.tanh(np.logaddexp(0.0, x)),
-    "linear": lambda x: x,
-}
+from fashion_tcn.files import atomic_path
+from fashion_tcn.layers import TCN
 
 
-def _activation(name: str):
-    if name not in _ACTIVATIONS:
-        raise ValueError(f"activation {name!r} has no streaming implementation")
-    return _ACTIVATIONS[name]
+def _tcn(model: keras.Model) -> TCN:
+    tcn = next((layer for layer in model.layers if isinstance(layer, TCN)), None)
+    if tcn is None:
+        raise ValueError("streaming needs a TCN model")
+    return tcn
 
 
-class _Conv:
-    """A causal convolution with a ring buffer of its last `(k - 1) * d` inputs."""
-
-    def __init__(self, layer: CausalConv1D):
-        self.kernel = keras.ops.convert_to_numpy(layer.effective_kernel()).astype(np.float64)
-        self.bias = keras.ops.convert_to_numpy(layer.bias).astype(np.float64)
-        self.dilation = layer.dilation_rate
-        self.history = layer.history
-        k = self.kernel.shape[0]
-        self.backs = np.arange(k - 1, 0, -1) * self.dilation  # steps back for taps 0..k-2
-        self.flat_kernel = self.kernel.reshape(-1, self.kernel.shape[2])  # one matmul per step
-        self.buffer: np.ndarray | None = None  # (B, history, C_in)
-        self.position = 0
-
-    def reset(self, batch: int) -> None:
-        self.buffer = np.zeros((batch, self.history, self.kernel.shape[1]))
-        self.position = 0
-
-    def step(self, x: np.ndarray) -> np.ndarray:
-        """x: (B, C_in) at step t -> (B, C_out); tap j sees x[t - (k - 1 - j) * d]."""
-        if not self.history:  # kernel 1: a pointwise layer
-            return x @ self.kernel[0] + self.bias
-        past = self.buffer[:, (self.position - self.backs) % self.history]  # (B, k - 1, C_in)
-        taps = np.concatenate([past, x[:, None]], axis=1).reshape(len(x), -1)
-        self.buffer[:, self.position] = x
-        self.position = (self.position + 1) % self.history
-        return taps @ self.flat_kernel + self.bias
-
-    def flops(self) -> int:
-        """Multiply-adds x 2 for one step of one sequence."""
-        k, c_in, c_out = self.kernel.shape
-        return 2 * k * c_in * c_out
+def _encoder(model: keras.Model):
+    return next((layer for layer in model.layers if layer.name == "step_encoder"), None)
 
 
-def _norm(layer) -> Callable[[np.ndarray], np.ndarray]:
-    """A normalization layer as a per-step function (inference mode)."""
-    if layer is None:
-        return lambda x: x
-    if isinstance(layer, keras.layers.LayerNormalization):
-        gamma = keras.ops.convert_to_numpy(layer.gamma).astype(np.float64)
-        beta = keras.ops.convert_to_numpy(layer.beta).astype(np.float64)
+class StepModel(keras.Model):
+    """A TCN classifier (`models.build_model`, `build_classifier`) as a stream step, sharing its
+    layers (its weights and arithmetic): `[steps (B, T, features) in [0, 1], *state]` ->
+    `[probabilities (B, T, 10) after each step, *new state]`. Zeros start a stream; the state's
+    shapes are `state_shapes` (`TCN.cache_shapes`), in float32 whatever the model's precision.
 
-        def layer_norm(x):
-            mean = x.mean(axis=-1, keepdims=True)
-            var = x.var(axis=-1, keepdims=True)
-            return (x - mean) / np.sqrt(var + layer.epsilon) * gamma + beta
+    A subclass rather than a functional model: Keras's functional graph expects a layer called
+    twice to return the same structure both times, and the TCN returns its cache only here.
+    """
 
-        return layer_norm
-    if isinstance(layer, keras.layers.BatchNormalization):
-        mean, var, gamma, beta = (
-            keras.ops.convert_to_numpy(w).astype(np.float64)
-            for w in (layer.moving_mean, layer.moving_variance, layer.gamma, layer.beta)
-        )
-        scale = gamma / np.sqrt(var + layer.epsilon)
-        return lambda x: (x - mean) * scale + beta
-    raise ValueError(f"normalization {type(layer).__name__} cannot stream")
+    def __init__(self, classifier: keras.Model, **kwargs):
+        super().__init__(name="stream", **kwargs)
+        self.tcn = _tcn(classifier)
+        self.standardize = classifier.get_layer("standardize")
+        self.encoder = _encoder(classifier)  # per step by construction
+        self.head = classifier.get_layer("classifier")
+        self.features = self.standardize.output.shape[-1]
+        self.state_shapes = self.tcn.cache_shapes()
+        self.built = True  # its layers are the trained model's, built and loaded
 
-
-class _Block:
-    def __init__(self, block: ResidualBlock):
-        self.convs = [_Conv(conv) for conv in block.convs]
-        self.norms = [_norm(norm) for norm in block.norms]
-        self.act = _activation(block.activation)
-        self.shortcut = None
-        if block.shortcut is not None:
-            kernel, bias = (keras.ops.convert_to_numpy(w) for w in block.shortcut.weights)
-            self.shortcut = (kernel[0].astype(np.float64), bias.astype(np.float64))
-
-    def reset(self, batch: int) -> None:
-        for conv in self.convs:
-            conv.reset(batch)
-
-    def step(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        h = x
-        for conv, norm in zip(self.convs, self.norms, strict=True):
-            h = self.act(norm(conv.step(h)))
-        shortcut = x if self.shortcut is None else x @ self.shortcut[0] + self.shortcut[1]
-        return self.act(shortcut + h), h
-
-    def flops(self) -> int:
-        extra = 0 if self.shortcut is None else 2 * self.shortcut[0].size
-        return sum(conv.flops() for conv in self.convs) + extra
+    def call(self, inputs, training=False):
+        steps, *state = inputs
+        x = self.standardize(steps)
+        if self.encoder is not None:
+            x = self.encoder(x)
+        x, new_state = self.tcn(x, cache=state, training=training)
+        return [self.head(x), *(keras.ops.cast(s, "float32") for s in new_state)]
 
 
 class StreamingClassifier:
-    """Feed a TCN classifier (`models.build_model`, `build_classifier`) one step at a time.
+    """Feed a TCN classifier one step, or a chunk of steps, at a time.
 
     Example:
         >>> stream = StreamingClassifier(model, batch=1)
@@ -140,80 +76,115 @@ class StreamingClassifier:
     """
 
     def __init__(self, model: keras.Model, batch: int = 1):
-        tcn = next((layer for layer in model.layers if isinstance(layer, TCN)), None)
-        if tcn is None:
-            raise ValueError("streaming needs a TCN model")
-        standardize = model.get_layer("standardize")
-        self.mean = keras.ops.convert_to_numpy(standardize.mean).astype(np.float64).reshape(-1)
-        variance = keras.ops.convert_to_numpy(standardize.variance).astype(np.float64)
-        self.std = np.maximum(np.sqrt(variance.reshape(-1)), keras.config.epsilon())  # as Keras
-        names = {layer.name for layer in model.layers}
-        self.encoder = model.get_layer("step_encoder") if "step_encoder" in names else None
-        self.blocks = [_Block(block) for block in tcn.blocks]
-        self.skip_connections = tcn.skip_connections
-        self.pooling = tcn.pooling
-        kernel, bias = (
-            keras.ops.convert_to_numpy(w) for w in model.get_layer("classifier").weights
-        )
-        self.head = (kernel.astype(np.float64), bias.astype(np.float64))
-        self.steps_seen = 0
+        self.model = StepModel(model)
+        self._step = _compiled(self.model)
+        self.batch = batch
         self.reset(batch)
 
     def reset(self, batch: int | None = None) -> None:
         """Forget every stream; optionally change how many streams run side by side."""
         self.batch = batch or self.batch
-        for block in self.blocks:
-            block.reset(self.batch)
+        self.state = [
+            np.zeros((self.batch, *shape), "float32") for shape in self.model.state_shapes
+        ]
         self.steps_seen = 0
-        self.feature_sum = 0.0  # running sum of the TCN outputs, for pooling="mean"
-
-    def step(self, x: np.ndarray) -> np.ndarray:
-        """x: (B, features) for the next step -> (B, 10) class probabilities so far."""
-        x = (np.asarray(x, np.float64).reshape(self.batch, -1) - self.mean) / self.std
-        if self.encoder is not None:  # per step by construction: run it on this step alone
-            x = keras.ops.convert_to_numpy(self.encoder(x[:, None].astype("float32")))[:, 0]
-            x = x.astype(np.float64)
-        skips = 0.0
-        for block in self.blocks:
-            x, residual = block.step(x)
-            skips = skips + residual
-        features = skips if self.skip_connections else x
-        self.steps_seen += 1
-        if self.pooling == "mean":
-            self.feature_sum = self.feature_sum + features
-            features = self.feature_sum / self.steps_seen
-        logits = features @ self.head[0] + self.head[1]
-        return _softmax(logits)
 
     def run(self, sequences: np.ndarray) -> np.ndarray:
         """(B, T, features) chunk -> (B, T, 10) probabilities after each of its steps."""
-        return np.stack([self.step(sequences[:, t]) for t in range(sequences.shape[1])], axis=1)
+        x = np.asarray(sequences, "float32")
+        probs, *self.state = self._step([x, *self.state])
+        self.steps_seen += x.shape[1]
+        return keras.ops.convert_to_numpy(probs)
 
-    def flops_per_step(self) -> int:
-        """Per sequence: convolutions, shortcuts and the classifier for one new step."""
-        encoder = 0
-        if self.encoder is not None:  # (1, k) convolutions along the step, two per stage
-            features = self.encoder.input.shape[-1]  # positions in stage s: features // 2**s
-            encoder = sum(
-                2 * (features // 2 ** (i // 2)) * np.prod(conv.kernel.shape)
-                for i, conv in enumerate(self.encoder.convs)
-            )
-        return sum(block.flops() for block in self.blocks) + int(encoder) + 2 * self.head[0].size
+    def step(self, x: np.ndarray) -> np.ndarray:
+        """x: (B, features) for the next step -> (B, 10) class probabilities so far."""
+        return self.run(np.asarray(x).reshape(self.batch, 1, -1))[:, 0]
 
-    def state_size(self) -> int:
-        """Numbers one stream keeps between steps: every convolution's ring buffer."""
-        return sum(conv.history * conv.kernel.shape[1] for b in self.blocks for conv in b.convs)
+
+def _compiled(model: keras.Model):
+    """`model`'s inference call, compiled once per input shape: `predict_on_batch` costs
+    milliseconds of bookkeeping per call, which a stream pays at every step."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(lambda inputs: model(inputs, training=False), jit_compile=True)
+    if backend == "jax":
+        import jax
+
+        trainable = [v.value for v in model.trainable_variables]
+        other = [v.value for v in model.non_trainable_variables]
+        call = jax.jit(lambda t, o, inputs: model.stateless_call(t, o, inputs, training=False)[0])
+        return lambda inputs: call(trainable, other, inputs)
+    return lambda inputs: model(inputs, training=False)
+
+
+def export_step(model: keras.Model, target: Path) -> Path:
+    """A TFLite flatbuffer whose signature "step" takes one step per stream, `step` (B, 1,
+    features), and the state, `state_0`, `state_1`, ... (zeros to start), and returns
+    `probabilities` (B, 1, 10) and `state_0`, ... to pass to the next call. Needs Keras on
+    TensorFlow."""
+    import tensorflow as tf
+
+    stream = StepModel(model)
+    signature = [tf.TensorSpec((None, 1, stream.features), tf.float32, name="step")]
+    signature += [
+        tf.TensorSpec((None, *shape), tf.float32, name=f"state_{i}")
+        for i, shape in enumerate(stream.state_shapes)
+    ]
+
+    def step(x, *state):
+        probs, *new_state = stream([x, *state], training=False)
+        return {"probabilities": probs, **{f"state_{i}": s for i, s in enumerate(new_state)}}
+
+    archive = keras.export.ExportArchive()
+    archive.track(stream)
+    archive.add_endpoint("step", step, input_signature=signature)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as saved:
+        archive.write_out(saved, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved, signature_keys=["step"])
+        flatbuffer = converter.convert()
+    with atomic_path(target) as partial:
+        partial.write_bytes(flatbuffer)
+    return target
+
+
+def _kernel_flops(layer) -> int:
+    """2 x multiply-adds of a convolution or dense layer applied at one position."""
+    return 2 * int(np.prod(layer.kernel.shape))
+
+
+def flops_per_step(model: keras.Model) -> int:
+    """Per sequence: the convolutions, shortcuts, step encoder and classifier for one new step."""
+    tcn = _tcn(model)
+    flops = sum(
+        _kernel_flops(layer)
+        for block in tcn.blocks
+        for layer in [*block.convs, *([block.shortcut] if block.shortcut is not None else [])]
+    )
+    encoder = _encoder(model)
+    if encoder is not None:  # (1, k) convolutions along the step, two per stage
+        features = encoder.input.shape[-1]  # positions in stage s: features // 2**s
+        flops += sum(
+            features // 2 ** (i // 2) * _kernel_flops(conv) for i, conv in enumerate(encoder.convs)
+        )
+    return flops + _kernel_flops(model.get_layer("classifier"))
+
+
+def state_size(model: keras.Model) -> int:
+    """Numbers one stream keeps between steps: every convolution's cache (and a running mean)."""
+    return sum(int(np.prod(shape)) for shape in _tcn(model).cache_shapes())
 
 
 def step_cost(model: keras.Model) -> dict[str, int] | None:
     """What one new step costs a stream of one sequence: FLOPs (2 per multiply-add, layers and
-    classifier) and the numbers kept between steps. A TCN keeps ring buffers
-    (`StreamingClassifier`); an LSTM or GRU keeps its state (2 x units or units) and runs its
-    gates' kernels once per step. None for a model that reads the whole image (the CNN)."""
+    classifier) and the numbers kept between steps. A TCN keeps its convolutions' caches; an
+    LSTM or GRU keeps its state (2 x units or units) and runs its gates' kernels once per step.
+    None for a model that reads the whole image (the CNN)."""
     names = {layer.name for layer in model.layers}
     if "tcn" in names:
-        stream = StreamingClassifier(model)
-        return {"flops": stream.flops_per_step(), "state": stream.state_size()}
+        return {"flops": flops_per_step(model), "state": state_size(model)}
     kind = next((name for name in ("lstm", "gru") if name in names), None)
     if kind is None:
         return None
@@ -224,8 +195,3 @@ def step_cost(model: keras.Model) -> dict[str, int] | None:
         "flops": 2 * (kernel + recurrent + head),
         "state": rnn.cell.units * (2 if kind == "lstm" else 1),
     }
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return z / z.sum(axis=-1, keepdims=True)
