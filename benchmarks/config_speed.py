@@ -67,7 +67,7 @@ def real_train(cfg) -> list[float]:
     """`train_samples_per_s` of every epoch after the first."""
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
-        train(cfg, run_dir, verbose=0, test=False)
+        train(cfg, run_dir, verbose=0)
         with (run_dir / "history.csv").open() as f:
             rows = list(csv.DictReader(f))
     return [float(r["train_samples_per_s"]) for r in rows[1:]]

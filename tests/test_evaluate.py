@@ -19,6 +19,7 @@ from fashion_tcn.evaluate import (
     truth_table,
     write_metrics,
 )
+from fashion_tcn.rundir import RunDir
 
 NAMES = ("cat", "dog", "bird")
 FASHION_NAMES = (
@@ -163,7 +164,7 @@ def test_compute_metrics_rejects_bad_input(
 
 def test_write_metrics_round_trips(tmp_path: Path) -> None:
     metrics = compute_metrics(Y_TRUE, PROBS, NAMES)
-    paths = write_metrics(tmp_path / "run", metrics)
+    paths = write_metrics(RunDir(tmp_path / "run"), metrics)
     names = {path.name for path in paths}
     assert names == {
         "metrics.json",

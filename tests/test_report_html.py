@@ -16,6 +16,7 @@ import yaml
 from fashion_tcn.data import CLASS_NAMES
 from fashion_tcn.evaluate import compute_metrics, confident_mistakes, write_metrics
 from fashion_tcn.report import RUN_FILES, build_report, missing_files, render_report
+from fashion_tcn.rundir import RunDir
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DATA_URI = "data:image/png;base64,"
@@ -40,7 +41,7 @@ RUN_IMAGES = 4 + NUM_MISTAKES
 
 
 def make_run(run_dir: Path, *, seed: int = 0, anytime: bool = False) -> Path:
-    """A complete run directory as `train.evaluate_run` writes it, from random predictions."""
+    """A complete run directory as `evaluate.evaluate_run` writes it, from random predictions."""
     rng = np.random.default_rng(seed)
     run_dir.mkdir(parents=True)
     config = {
@@ -84,7 +85,7 @@ def make_run(run_dir: Path, *, seed: int = 0, anytime: bool = False) -> Path:
         receptive_field=61,
         test_set="random 200",
     )
-    write_metrics(run_dir, metrics)
+    write_metrics(RunDir(run_dir), metrics)
     (run_dir / "summary.txt").write_text(
         'Model: "tcn_28x28"\n│ tcn (TCN) │ (None, 64) │ 94,784 │\n Total params: 95,434\n'
     )

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from fashion_tcn.config import Config, override
+from fashion_tcn.rundir import RunDir
 from fashion_tcn.train import EpochTimer, StopOnNaN, run_callbacks
 
 
@@ -35,7 +36,7 @@ def test_run_callbacks_let_steps_queue(tmp_path, overrides):
     step, as Keras's ModelCheckpoint and TerminateOnNaN do (with ModelCheckpoint among the
     callbacks an H200 ran rows-encoder at 0.65 of the model's own speed)."""
     cfg = override(Config(), overrides).resolved()
-    for callback in run_callbacks(cfg, tmp_path, 100):
+    for callback in run_callbacks(cfg, RunDir(tmp_path), 100):
         for hook in ("on_batch_end", "on_train_batch_end"):
             default = getattr(keras.callbacks.Callback, hook)
             hooked = getattr(type(callback), hook) is not default

@@ -29,6 +29,7 @@ from fashion_tcn.config import (
     override,
 )
 from fashion_tcn.data import DataError, find_data_dir, load_fashion_mnist
+from fashion_tcn.rundir import RunDir
 
 # flag -> config field; None values (flag not given) leave the config file's value alone
 OVERRIDES = {
@@ -269,10 +270,13 @@ def _check_run_dir_free(run_dir: Path | None, resume: bool) -> None:
     _check(not run_dir.exists() or run_dir.is_dir(), f"{run_dir}: exists and is not a directory")
     if resume:
         _check(run_dir.is_dir(), f"{run_dir}: no such run directory to resume")
-        _check((run_dir / "last.keras").is_file(), f"{run_dir}: nothing to resume (no last.keras)")
+        _check(
+            RunDir(run_dir).last_file.is_file(),
+            f"{run_dir}: nothing to resume (no {RunDir.last_file})",
+        )
     else:
         _check(
-            not run_dir.exists() or not any(run_dir.iterdir()),
+            RunDir(run_dir).is_empty(),
             f"{run_dir}: run directory exists and is not empty; choose another --run-dir or "
             "continue it with --resume",
         )
@@ -293,7 +297,7 @@ def _check(ok: bool, message: str) -> None:
 def _train(args: argparse.Namespace) -> int:
     _check_run_dir_free(args.run_dir, args.resume)
     if args.resume:
-        cfg = load_config(args.run_dir / "config.yaml")
+        cfg = RunDir(args.run_dir).config()
     else:
         cfg = load_config(args.config) if args.config else Config()
     saved = cfg
@@ -305,39 +309,41 @@ def _train(args: argparse.Namespace) -> int:
     cfg = cfg.resolved()  # cross-field checks (receptive field) before anything slow
     load_fashion_mnist(cfg.data.data_dir)  # bad data is reported before TensorFlow loads
     _quiet_tensorflow()
-    from fashion_tcn.evaluate import format_metrics
-    from fashion_tcn.train import default_run_dir, evaluate_run, train
+    from fashion_tcn.train import default_run_dir, train
 
-    run_dir = args.run_dir or default_run_dir(cfg)
+    run = RunDir(args.run_dir or default_run_dir(cfg))
     code = 0
     try:
-        run_dir, metrics = train(
-            cfg,
-            run_dir,
-            resume=args.resume,
-            verbose=_verbosity(args.quiet),
-            on_model=_print_summary,
-        )
+        train(cfg, run, resume=args.resume, verbose=_verbosity(args.quiet), on_model=_print_summary)
     except KeyboardInterrupt:  # finished epochs are checkpointed: test the best one anyway
-        if not (run_dir / "model.keras").is_file():
+        if not run.model_file.is_file():
             if not args.resume:
-                _discard(run_dir)
+                _discard(run)
             raise
         print("\ninterrupted: testing the best epoch so far (continue with --resume)")
-        metrics = evaluate_run(run_dir, cfg.data.data_dir)
         code = 130  # stopped, not finished
-    print(format_metrics(metrics))
-    print(f"run directory: {run_dir}  (report: {run_dir / 'report.html'})")
+    _test_and_report(run, cfg.data.data_dir)
+    print(f"run directory: {run}  (report: {run.report_file})")
     return code
 
 
-def _discard(run_dir: Path) -> None:
+def _test_and_report(run: RunDir, data_dir: str | None) -> None:
+    """Test a run's best model once, print the metrics, (re)draw its page."""
+    from fashion_tcn.evaluate import evaluate_run, format_metrics
+    from fashion_tcn.report import build_report
+
+    print(format_metrics(evaluate_run(run, data_dir)))
+    build_report([run.path])
+
+
+def _discard(run: RunDir) -> None:
     """Remove what a run stopped before its first checkpoint wrote (settings, a summary, maybe
     a partial history): a folder no re-run and no `--resume` would accept, holding no work."""
-    for name in ("config.yaml", "data.json", "summary.txt", "history.csv", "permutation.npy"):
-        (run_dir / name).unlink(missing_ok=True)
-    if run_dir.is_dir() and not any(run_dir.iterdir()):
-        run_dir.rmdir()
+    for path in (run.config_file, run.data_file, run.summary_file, run.history_file):
+        path.unlink(missing_ok=True)
+    run.permutation_file.unlink(missing_ok=True)
+    if run.is_empty() and run.path.is_dir():
+        run.path.rmdir()
 
 
 def _verbosity(quiet: bool) -> int:
@@ -355,23 +361,17 @@ def _print_summary(model) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    _run_dir(args.run_dir)
+    run = _run_dir(args.run_dir)
     if args.data_dir is not None:
         find_data_dir(args.data_dir)
     _quiet_tensorflow()
-    from fashion_tcn.evaluate import format_metrics
-    from fashion_tcn.train import evaluate_run
-
-    print(format_metrics(evaluate_run(args.run_dir, args.data_dir)))
+    _test_and_report(run, args.data_dir)
     return 0
 
 
-def _run_dir(path: Path) -> Path:
+def _run_dir(path: Path) -> RunDir:
     _check(path.is_dir(), f"{path}: not a run directory (no such folder)")
-    for name in ("config.yaml", "model.keras"):
-        if not (path / name).is_file():
-            raise ConfigError(f"{path}: not a run directory (no {name})")
-    return path
+    return RunDir(path).require()
 
 
 def _predict(args: argparse.Namespace) -> int:

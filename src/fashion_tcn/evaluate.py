@@ -7,8 +7,6 @@ truth table is derived from it, so the two can never disagree.
 
 from __future__ import annotations
 
-import csv
-import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +14,11 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix
 
-from fashion_tcn.files import atomic_path, write_text
+from fashion_tcn import plots
+from fashion_tcn.config import sequence_length
+from fashion_tcn.data import CLASS_NAMES
+from fashion_tcn.rundir import RunDir
+from fashion_tcn.splits import Splits, load_splits
 
 # Keras' epsilon and clipping for categorical cross-entropy, so the loss matches `model.evaluate`.
 _EPSILON = 1e-7
@@ -152,38 +154,85 @@ def confident_mistakes(y_true: np.ndarray, probs: np.ndarray, k: int = 24) -> np
     return wrong[np.argsort(-probs[wrong].max(axis=1), kind="stable")[:k]]
 
 
-def write_metrics(run_dir: Path, metrics: dict) -> list[Path]:
-    """Write metrics.json, confusion_matrix.csv and truth_table.csv (plots are report.py's)."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+def write_metrics(run: RunDir, metrics: dict) -> list[Path]:
+    """Write metrics.json, confusion_matrix.csv, truth_table.csv and anytime.csv."""
+    run.path.mkdir(parents=True, exist_ok=True)
     class_names = metrics["class_names"]
-    cm = np.asarray(metrics["confusion_matrix"], dtype=np.int64)
-
-    json_path = write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-
-    cm_path = run_dir / "confusion_matrix.csv"
-    with atomic_path(cm_path) as partial, open(partial, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["true\\pred", *class_names])
-        for name, counts in zip(class_names, cm.tolist(), strict=True):
-            writer.writerow([name, *counts])
-
-    table_path = run_dir / "truth_table.csv"
-    with atomic_path(table_path) as partial, open(partial, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=TRUTH_TABLE_COLUMNS)
-        writer.writeheader()
-        for row in metrics["truth_table"]:
-            writer.writerow({**row, **{key: f"{row[key]:.4f}" for key in _RATE_COLUMNS}})
-
-    written = [json_path, cm_path, table_path]
+    cm = np.asarray(metrics["confusion_matrix"], dtype=np.int64).tolist()
+    confusion_rows = [
+        {"true\\pred": name, **dict(zip(class_names, counts, strict=True))}
+        for name, counts in zip(class_names, cm, strict=True)
+    ]
+    truth = [
+        {**row, **{key: f"{row[key]:.4f}" for key in _RATE_COLUMNS}}
+        for row in metrics["truth_table"]
+    ]
+    written = [
+        run.write_json(run.metrics_file, metrics),
+        run.write_csv(run.confusion_file, confusion_rows),
+        run.write_csv(run.truth_table_file, truth),
+    ]
     if metrics.get("anytime"):
-        anytime_path = run_dir / "anytime.csv"
-        with atomic_path(anytime_path) as partial, open(partial, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["fraction", "steps", "accuracy"])
-            writer.writeheader()
-            writer.writerows(metrics["anytime"])
-        written.append(anytime_path)
+        written.append(run.write_csv(run.anytime_file, metrics["anytime"]))
     return written
+
+
+def evaluate_run(run: RunDir, data_dir: str | None = None, *, splits: Splits | None = None) -> dict:
+    """Test the run's best model once; (re)write its metrics, tables, predictions, the most
+    confident mistakes and the plots. Keras is imported here only: the report reads this
+    module's tables without it."""
+    from fashion_tcn.models import final_probabilities, model_inputs, step_predictions
+
+    run.require()
+    cfg = run.config()
+    if data_dir is not None:
+        cfg.data.data_dir = data_dir
+    if splits is None:
+        splits = load_splits(cfg)
+    model = run.model()
+    x_test = model_inputs(model, splits.x_test, cfg.data.sequence, run.permutation())
+    probs = final_probabilities(model.predict(x_test, batch_size=512, verbose=0))
+    metrics = compute_metrics(splits.y_test, probs, CLASS_NAMES)
+    if cfg.model.kind == "tcn":  # causal: the prediction after 10%, 20%, ... of the sequence
+        steps = sequence_length(cfg.data.sequence)
+        at = [max(1, round(f * steps)) - 1 for f in ANYTIME_FRACTIONS]
+        partial = np.concatenate(
+            [step_predictions(model, x_test[i : i + 512], at) for i in range(0, len(x_test), 512)]
+        )
+        metrics["anytime"] = anytime_accuracy(splits.y_test, partial, steps, at)
+    history = run.history()
+
+    def history_mean(column: str) -> float | None:
+        return float(np.mean([float(r[column]) for r in history])) if history else None
+
+    metrics.update(
+        run_dir=str(run),
+        model=cfg.model.kind,
+        sequence=cfg.data.sequence,
+        parameters=model.count_params(),
+        epochs=len(history),
+        mean_epoch_time=history_mean("epoch_time"),
+        mean_samples_per_s=history_mean("samples_per_s"),
+        receptive_field=model.get_layer("tcn").receptive_field if cfg.model.kind == "tcn" else None,
+        test_set="full" if cfg.data.limit_test is None else f"random {len(splits.y_test)}",
+    )
+    write_metrics(run, metrics)
+    run.save_npz(run.predictions_file, labels=splits.y_test, probs=probs)
+    worst = confident_mistakes(splits.y_test, probs)
+    run.save_npz(
+        run.mistakes_file,
+        images=splits.x_test[worst],
+        labels=splits.y_test[worst],
+        predicted=probs[worst].argmax(axis=1),
+        confidence=probs[worst].max(axis=1),
+    )
+    cm = np.asarray(metrics["confusion_matrix"])
+    plots.plot_confusion_matrix(cm, CLASS_NAMES, run.confusion_plot)
+    if history:
+        plots.plot_history(run.history_file, run.curves_plot)
+    if metrics.get("anytime"):
+        plots.plot_anytime(metrics["anytime"], run.anytime_plot)
+    return metrics
 
 
 def _short_name(name: str, width: int = 10) -> str:

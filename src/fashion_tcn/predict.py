@@ -17,11 +17,12 @@ import keras
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from fashion_tcn.config import ConfigError, load_config
+from fashion_tcn.config import ConfigError
 from fashion_tcn.data import CLASS_NAMES
 from fashion_tcn.files import atomic_path
 from fashion_tcn.layers import TCN
-from fashion_tcn.models import final_probabilities, load_model, model_inputs
+from fashion_tcn.models import final_probabilities, model_inputs
+from fashion_tcn.rundir import RunDir
 from fashion_tcn.sequences import to_sequences
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
@@ -164,11 +165,11 @@ def load_inputs(paths: list[str | Path]) -> list[Item]:
 class Predictor:
     """A run's best model with its sequence mode and permutation."""
 
-    def __init__(self, run_dir: Path):
-        self.cfg = load_config(run_dir / "config.yaml")
-        self.model = load_model(run_dir / "model.keras")
-        permutation = run_dir / "permutation.npy"
-        self.permutation = np.load(permutation) if permutation.is_file() else None
+    def __init__(self, run_dir: Path | RunDir):
+        run = RunDir(run_dir)
+        self.cfg = run.config()
+        self.model = run.model()
+        self.permutation = run.permutation()
 
     def sequences(self, images: np.ndarray) -> np.ndarray:
         return np.asarray(to_sequences(images, self.cfg.data.sequence, self.permutation))
@@ -232,18 +233,19 @@ def export(run_dir: Path, fmt: str, out: Path | None = None) -> Path:
             "TFLite export needs Keras on TensorFlow: run it with KERAS_BACKEND=tensorflow "
             "(model.keras is the same file on every backend)"
         )
-    model = load_model(run_dir / "model.keras")
+    run = RunDir(run_dir)
+    model = run.model()
     if fmt == "step":
         from fashion_tcn.stream import export_step
 
         if not any(isinstance(layer, TCN) for layer in model.layers):
             raise ConfigError(f"{run_dir}: --format step streams TCN models only")
-        return export_step(model, out or run_dir / "export" / "step.tflite")
-    saved = out if fmt == "savedmodel" and out else run_dir / "export" / "savedmodel"
+        return export_step(model, out or run.export_dir / "step.tflite")
+    saved = out if fmt == "savedmodel" and out else run.export_dir / "savedmodel"
     model.export(str(saved), format="tf_saved_model", verbose=False)
     if fmt == "savedmodel":
         return saved
-    target = out or run_dir / "export" / "model.tflite"
+    target = out or run.export_dir / "model.tflite"
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as partial:
         partial.write_bytes(tf.lite.TFLiteConverter.from_saved_model(str(saved)).convert())

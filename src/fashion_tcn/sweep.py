@@ -21,11 +21,13 @@ import keras
 import optuna
 import sqlalchemy
 
-from fashion_tcn.config import Config, ConfigError, load_config, override, save_config
+from fashion_tcn.config import Config, ConfigError, override, save_config
+from fashion_tcn.evaluate import evaluate_run
 from fashion_tcn.files import atomic_path, write_text
 from fashion_tcn.report import build_report
+from fashion_tcn.rundir import RunDir
 from fashion_tcn.space import Param, to_overrides
-from fashion_tcn.train import best_val_accuracy, evaluate_run, train
+from fashion_tcn.train import train
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")  # we beat (below)
@@ -184,14 +186,14 @@ def _run_trial(
         return optuna.trial.TrialState.PRUNED, None
     pruner = PruningCallback(trial)
     try:
-        train(cfg, run_dir, verbose=0, callbacks=[pruner], test=False)
+        run = train(cfg, run_dir, verbose=0, callbacks=[pruner])
     except Exception as error:  # a failed trial must not end the study
         trial.set_user_attr("reason", f"{type(error).__name__}: {error}".splitlines()[0])
         return optuna.trial.TrialState.FAIL, None
     if pruner.pruned_at is not None:
         trial.set_user_attr("reason", f"pruned after epoch {pruner.pruned_at + 1}")
         return optuna.trial.TrialState.PRUNED, None
-    return optuna.trial.TrialState.COMPLETE, best_val_accuracy(run_dir)
+    return optuna.trial.TrialState.COMPLETE, run.best_val_accuracy()
 
 
 def results_table(study: optuna.Study) -> list[dict]:
@@ -281,9 +283,8 @@ def finish(study: optuna.Study, out_dir: Path) -> dict:
     plots = write_plots(study, out_dir)
     best = study.best_trial
     run_dir = Path(best.user_attrs["run_dir"])
-    best_cfg = load_config(run_dir / "config.yaml")
-    save_config(best_cfg, out_dir / "best.yaml")
-    metrics = evaluate_run(run_dir)
+    save_config(RunDir(run_dir).config(), out_dir / "best.yaml")
+    metrics = evaluate_run(RunDir(run_dir))
     # the best run (tested) first, then every completed trial's validation curves beside it
     others = [Path(t.user_attrs["run_dir"]) for t in sorted(complete, key=lambda t: -t.value)]
     report = build_report([run_dir, *[p for p in others if p != run_dir]], out_dir / "report.html")

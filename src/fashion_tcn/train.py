@@ -1,88 +1,28 @@
-"""Train a model into a run directory, and evaluate a run directory on the test set.
+"""Train a model into a run directory (`rundir.RunDir` names its files).
 
-Run directory layout (everything `evaluate`, `--resume` and reports need):
-    config.yaml            resolved config (per-mode defaults filled in)
-    permutation.npy        pixel order, `permuted` mode only
-    model.keras            best epoch on validation accuracy;  last.keras: last epoch (resume)
-    history.csv            one row per epoch (CSVLogger), with epoch time and samples/s
-    summary.txt            model.summary()
-    metrics.json, confusion_matrix.csv/.png, truth_table.csv, training_curves.png
-    predictions.npz        test labels and class probabilities
-    mistakes.npz           the most confident mistakes: images, labels, predictions, confidence
-    anytime.csv/.png       TCN only: test accuracy after 10%, 20%, ... of the sequence
-    report.html            everything above on one self-contained page
+Training fits and saves: config, data provenance, summary, history and checkpoints. Testing,
+tables, plots and the report are separate steps (`evaluate.evaluate_run`, `report.build_report`)
+that the CLI calls after it.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from fashion_tcn import evaluate, plots, report
-from fashion_tcn.config import Config, ConfigError, TrainConfig, load_config, save_config
-from fashion_tcn.data import CLASS_NAMES, Split, load_fashion_mnist
-from fashion_tcn.files import atomic_path, write_text
-from fashion_tcn.models import (
-    CrossEntropy,
-    LastStepAccuracy,
-    build_classifier,
-    final_probabilities,
-    load_model,
-    model_inputs,
-    step_predictions,
-    takes_images,
-)
-from fashion_tcn.sequences import (
-    make_dataset,
-    make_permutation,
-    sequence_shape,
-    training_batches,
-)
-
-
-@dataclass
-class Splits:
-    """Arrays a run trains, validates and tests on, after limits and the validation split."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    provenance: dict
-
-
-def _subset(
-    split: Split, limit: int | None, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    if limit is None or limit >= len(split):
-        return split.images, split.labels
-    keep = np.sort(rng.permutation(len(split))[:limit])
-    return split.images[keep], split.labels[keep]
-
-
-def load_splits(cfg: Config) -> Splits:
-    """Real Fashion-MNIST, limited and split; the validation set comes from training data only."""
-    train, test = load_fashion_mnist(cfg.data.data_dir)
-    rng = np.random.default_rng(cfg.train.seed)
-    x, y = _subset(train, cfg.data.limit_train, rng)
-    x_test, y_test = _subset(test, cfg.data.limit_test, rng)
-    order = rng.permutation(len(x))
-    n_val = max(1, round(cfg.data.val_fraction * len(x)))
-    val, fit = order[:n_val], order[n_val:]
-    return Splits(
-        x[fit], y[fit], x[val], y[val], x_test, y_test, {"train": train.files, "test": test.files}
-    )
+from fashion_tcn.config import Config, ConfigError, TrainConfig
+from fashion_tcn.files import atomic_path
+from fashion_tcn.models import CrossEntropy, LastStepAccuracy, build_classifier, takes_images
+from fashion_tcn.rundir import RunDir
+from fashion_tcn.sequences import make_dataset, make_permutation, training_batches
+from fashion_tcn.splits import load_splits
 
 
 def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
@@ -261,27 +201,18 @@ def _seed_everything(seed: int) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def _read_history(run_dir: Path) -> list[dict]:
-    path = run_dir / "history.csv"
-    if not path.is_file():
-        return []
-    with path.open() as f:
-        return list(csv.DictReader(f))
-
-
-def _permutation(cfg: Config, run_dir: Path) -> np.ndarray | None:
+def _permutation(cfg: Config, run: RunDir) -> np.ndarray | None:
+    """The pixel order of a `permuted` run: drawn from the seed once, then read back."""
     if cfg.data.sequence != "permuted":
         return None
-    path = run_dir / "permutation.npy"
-    if not path.is_file():
-        with atomic_path(path) as partial:
-            np.save(partial, make_permutation(cfg.train.seed))
-    return np.load(path)
+    if not run.permutation_file.is_file():
+        run.save_npy(run.permutation_file, make_permutation(cfg.train.seed))
+    return run.permutation()
 
 
 def run_callbacks(
     cfg: Config,
-    run_dir: Path,
+    run: RunDir,
     samples: int,
     extra: Sequence[keras.callbacks.Callback] = (),
     resume: bool = False,
@@ -289,17 +220,16 @@ def run_callbacks(
     """The run's callbacks: timing, checkpoints, history, NaN stop, schedule, early stop. None of
     them but TensorBoard (when asked for) hooks single batches, so Keras can queue steps ahead
     on an accelerator instead of waiting for each one."""
-    # on resume the best-so-far checkpoint must only be replaced by a better epoch
-    best = best_val_accuracy(run_dir)
     callbacks = [
         EpochSeeds(cfg.train.seed),
         EpochTimer(samples),
         *extra,
         # the epoch's row before its checkpoints: a kill between them leaves a row that a resume
         # drops (_resume_point), never a checkpoint whose row is missing
-        keras.callbacks.CSVLogger(run_dir / "history.csv", append=resume),
-        EpochCheckpoint(run_dir / "model.keras", monitor="val_accuracy", best=best),
-        EpochCheckpoint(run_dir / "last.keras"),
+        keras.callbacks.CSVLogger(run.history_file, append=resume),
+        # on resume the best-so-far checkpoint must only be replaced by a better epoch
+        EpochCheckpoint(run.model_file, monitor="val_accuracy", best=run.best_val_accuracy()),
+        EpochCheckpoint(run.last_file),
         StopOnNaN(),
     ]
     if cfg.train.schedule == "plateau":
@@ -307,64 +237,63 @@ def run_callbacks(
     if cfg.train.early_stopping:
         callbacks.append(
             ResumedEarlyStopping(
-                _read_history(run_dir) if resume else [],
+                run.history() if resume else [],
                 monitor="val_accuracy",
                 mode="max",
                 patience=cfg.train.early_stopping,
             )
         )
     if cfg.train.tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(run_dir / "tensorboard"))
+        callbacks.append(keras.callbacks.TensorBoard(run.tensorboard_dir))
     return callbacks
 
 
 def train(
     cfg: Config,
-    run_dir: Path | None = None,
+    run_dir: Path | RunDir | None = None,
     *,
     resume: bool = False,
     verbose: int | str = "auto",
     on_model: Callable[[keras.Model], None] | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
-    test: bool = True,
-) -> tuple[Path, dict]:
-    """Fit, keep the best epoch on validation accuracy, test it once; returns (run_dir, metrics).
+) -> RunDir:
+    """Fit and checkpoint into a run directory, keeping the best epoch on validation accuracy
+    as model.keras; the test set is not touched (`evaluate.evaluate_run` does that).
 
     With `resume`, `run_dir` must hold an earlier run's `last.keras`: training continues from the
     epoch after the last one logged, with the optimizer state saved in that file.
     `on_model` sees the built model before fitting (the CLI prints its summary there); extra
-    `callbacks` join the run's own (a sweep's pruner). With `test=False` the test set is left
-    alone and the metrics are the validation ones (`best_val_accuracy`).
+    `callbacks` join the run's own (a sweep's pruner).
     A KeyboardInterrupt propagates; every finished epoch is already checkpointed by then.
     """
     cfg = cfg.resolved()
     if cfg.train.precision == "auto":  # saved resolved, so a resume or re-run builds the same
         cfg = replace(cfg, train=replace(cfg.train, precision=auto_precision(cfg)))
-    run_dir = run_dir or default_run_dir(cfg)
+    run = RunDir(run_dir or default_run_dir(cfg))
     if resume:
-        if not (run_dir / "last.keras").is_file():
-            raise ConfigError(f"{run_dir}: nothing to resume (no last.keras)")
-        model = load_model(run_dir / "last.keras")
+        if not run.last_file.is_file():
+            raise ConfigError(f"{run}: nothing to resume (no {RunDir.last_file})")
+        model = run.model(last=True)
         if not takes_images(model):  # refused before anything in the run is rewritten
             raise ConfigError(
-                f"{run_dir}: saved by fashion-tcn before 0.2 (its model takes sequences, not "
+                f"{run}: saved by fashion-tcn before 0.2 (its model takes sequences, not "
                 "images); it still evaluates, reports and predicts, but cannot be resumed"
             )
-    elif run_dir.exists() and any(run_dir.iterdir()):
+    elif not run.is_empty():
         raise ConfigError(
-            f"{run_dir}: run directory exists and is not empty; choose another "
+            f"{run}: run directory exists and is not empty; choose another "
             "--run-dir or continue it with --resume"
         )
     _seed_everything(cfg.train.seed)
     splits = load_splits(cfg)  # before touching the run dir, so bad data leaves nothing behind
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-    write_text(run_dir / "data.json", json.dumps(splits.provenance, indent=2))
-    permutation = _permutation(cfg, run_dir)
+    run.path.mkdir(parents=True, exist_ok=True)
+    run.write_config(cfg)
+    run.write_json(run.data_file, splits.provenance)
+    permutation = _permutation(cfg, run)
     steps = math.ceil(len(splits.x_train) / cfg.train.batch_size)
 
     if resume:
-        initial_epoch = _resume_point(run_dir, model, steps)
+        initial_epoch = _resume_point(run, model, steps)
     else:
         pixels = splits.x_train.astype("float32") / 255.0
         model = build_classifier(cfg, float(pixels.mean()), float(pixels.var()), permutation)
@@ -391,11 +320,11 @@ def train(
     )
     lines = []
     model.summary(print_fn=lambda line, **_: lines.append(line + "\n"))
-    write_text(run_dir / "summary.txt", "".join(lines))
+    run.write_text(run.summary_file, "".join(lines))
     if on_model is not None:
         on_model(model)
 
-    callbacks = run_callbacks(cfg, run_dir, len(splits.x_train), callbacks, resume)
+    callbacks = run_callbacks(cfg, run, len(splits.x_train), callbacks, resume)
     model.fit(
         train_ds,
         validation_data=val_ds,
@@ -406,85 +335,13 @@ def train(
         callbacks=callbacks,
         verbose=verbose,
     )
-    if not test:
-        return run_dir, {"best_val_accuracy": best_val_accuracy(run_dir)}
-    return run_dir, evaluate_run(run_dir, splits=splits)
+    return run
 
 
-def _resume_point(run_dir: Path, model: keras.Model, steps: int) -> int:
+def _resume_point(run: RunDir, model: keras.Model, steps: int) -> int:
     """The epoch to go on from: as many as `last.keras` has trained (its optimizer's step count),
     with history.csv cut to them (a run killed between an epoch's row and its checkpoint has
     logged an epoch that the resumed run trains again)."""
     epochs = int(model.optimizer.iterations) // steps
-    path = run_dir / "history.csv"
-    if path.is_file():
-        lines = path.read_text().splitlines(keepends=True)
-        if len(lines) > epochs + 1:
-            write_text(path, "".join(lines[: epochs + 1]))
+    run.keep_history(epochs)
     return epochs
-
-
-def best_val_accuracy(run_dir: Path) -> float | None:
-    """The validation accuracy of the epoch saved as model.keras (None before the first epoch)."""
-    return max((float(row["val_accuracy"]) for row in _read_history(run_dir)), default=None)
-
-
-def evaluate_run(
-    run_dir: Path, data_dir: str | None = None, *, splits: Splits | None = None
-) -> dict:
-    """Test the run's best model once; (re)write metrics, tables and plots into `run_dir`."""
-    for name in ("config.yaml", "model.keras"):
-        if not (run_dir / name).is_file():
-            raise ConfigError(f"{run_dir}: not a run directory (no {name})")
-    cfg = load_config(run_dir / "config.yaml")
-    if data_dir is not None:
-        cfg.data.data_dir = data_dir
-    if splits is None:
-        splits = load_splits(cfg)
-    model = load_model(run_dir / "model.keras")
-    x_test = model_inputs(model, splits.x_test, cfg.data.sequence, _permutation(cfg, run_dir))
-    probs = final_probabilities(model.predict(x_test, batch_size=512, verbose=0))
-    metrics = evaluate.compute_metrics(splits.y_test, probs, CLASS_NAMES)
-    if cfg.model.kind == "tcn":  # causal: the prediction after 10%, 20%, ... of the sequence
-        steps = sequence_shape(cfg.data.sequence)[0]
-        at = [max(1, round(f * steps)) - 1 for f in evaluate.ANYTIME_FRACTIONS]
-        partial = np.concatenate(
-            [step_predictions(model, x_test[i : i + 512], at) for i in range(0, len(x_test), 512)]
-        )
-        metrics["anytime"] = evaluate.anytime_accuracy(splits.y_test, partial, steps, at)
-    history = _read_history(run_dir)
-    metrics.update(
-        run_dir=str(run_dir),
-        model=cfg.model.kind,
-        sequence=cfg.data.sequence,
-        parameters=model.count_params(),
-        epochs=len(history),
-        mean_epoch_time=float(np.mean([float(r["epoch_time"]) for r in history]))
-        if history
-        else None,
-        mean_samples_per_s=(
-            float(np.mean([float(r["samples_per_s"]) for r in history])) if history else None
-        ),
-        receptive_field=model.get_layer("tcn").receptive_field if cfg.model.kind == "tcn" else None,
-        test_set="full" if cfg.data.limit_test is None else f"random {len(splits.y_test)}",
-    )
-    evaluate.write_metrics(run_dir, metrics)
-    with atomic_path(run_dir / "predictions.npz") as partial:
-        np.savez_compressed(partial, labels=splits.y_test, probs=probs)
-    worst = evaluate.confident_mistakes(splits.y_test, probs)
-    with atomic_path(run_dir / "mistakes.npz") as partial:
-        np.savez_compressed(
-            partial,
-            images=splits.x_test[worst],
-            labels=splits.y_test[worst],
-            predicted=probs[worst].argmax(axis=1),
-            confidence=probs[worst].max(axis=1),
-        )
-    cm = np.asarray(metrics["confusion_matrix"])
-    plots.plot_confusion_matrix(cm, CLASS_NAMES, run_dir / "confusion_matrix.png")
-    if history:
-        plots.plot_history(run_dir / "history.csv", run_dir / "training_curves.png")
-    if metrics.get("anytime"):
-        plots.plot_anytime(metrics["anytime"], run_dir / "anytime.png")
-    report.build_report([run_dir])
-    return metrics
