@@ -15,8 +15,9 @@ import yaml
 
 from fashion_tcn.data import CLASS_NAMES
 from fashion_tcn.evaluate import compute_metrics, confident_mistakes, write_metrics
-from fashion_tcn.report import RUN_FILES, build_report, missing_files, render_report
+from fashion_tcn.report import build_report, render_report
 from fashion_tcn.rundir import RunDir
+from fashion_tcn.runview import RUN_FILES, missing_files
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DATA_URI = "data:image/png;base64,"

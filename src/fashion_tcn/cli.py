@@ -433,7 +433,8 @@ def _report(args: argparse.Namespace) -> int:
         raise ConfigError("a report on several runs needs -o OUT")
     if args.out is not None:
         _check_writable(args.out)
-    from fashion_tcn.report import build_report, missing_files
+    from fashion_tcn.report import build_report
+    from fashion_tcn.runview import missing_files
 
     try:
         for run_dir in args.run_dirs:
