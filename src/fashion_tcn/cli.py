@@ -14,77 +14,22 @@ import sys
 from pathlib import Path
 
 from fashion_tcn.config import (
-    ACTIVATIONS,
-    AUGMENT_PRESETS,
-    MODEL_KINDS,
-    NORMS,
-    OPTIMIZERS,
-    POOLINGS,
-    PRECISIONS,
-    SCHEDULES,
-    SEQUENCE_MODES,
     Config,
     ConfigError,
     load_config,
     override,
 )
 from fashion_tcn.data import DataError, find_data_dir, load_fashion_mnist
+from fashion_tcn.flags import add_config_flags, config_overrides, flag_name
 from fashion_tcn.rundir import RunDir
 
-# flag -> config field; None values (flag not given) leave the config file's value alone
-OVERRIDES = {
-    "data_dir": "data.data_dir",
-    "sequence": "data.sequence",
-    "limit_train": "data.limit_train",
-    "limit_test": "data.limit_test",
-    "val_fraction": "data.val_fraction",
-    "model": "model.kind",
-    "filters": "model.filters",
-    "kernel_size": "model.kernel_size",
-    "dilations": "model.dilations",
-    "stacks": "model.stacks",
-    "dropout": "model.dropout",
-    "activation": "model.activation",
-    "norm": "model.norm",
-    "skip_connections": "model.skip_connections",
-    "pooling": "model.pooling",
-    "units": "model.units",
-    "step_filters": "model.step_filters",
-    "step_stages": "model.step_stages",
-    "allow_short_receptive_field": "model.allow_short_receptive_field",
-    "epochs": "train.epochs",
-    "batch_size": "train.batch_size",
-    "lr": "train.lr",
-    "optimizer": "train.optimizer",
-    "weight_decay": "train.weight_decay",
-    "momentum": "train.momentum",
-    "schedule": "train.schedule",
-    "clipnorm": "train.clipnorm",
-    "early_stopping": "train.early_stopping",
-    "tensorboard": "train.tensorboard",
-    "seed": "train.seed",
-    "anytime_loss": "train.anytime_loss",
-    "label_smoothing": "train.label_smoothing",
-    "ema": "train.ema",
-    "precision": "train.precision",
-    "augment": "augment.preset",
-    "translate": "augment.translate",
-    "flip": "augment.flip",
-    "rotate": "augment.rotate",
-    "zoom": "augment.zoom",
-    "erase": "augment.erase",
-}
 # what `--resume` may change: the saved model and optimizer ignore the rest, so the rest is refused
-RESUMABLE = {"data_dir", "epochs", "early_stopping", "tensorboard"}
-
-
-def _dilations(text: str) -> list[int]:
-    try:
-        return [int(d) for d in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from None
+RESUMABLE = ("data.data_dir", "train.epochs", "train.early_stopping", "train.tensorboard")
+# what a sweep takes from flags; the rest comes from --config and the search space
+SWEEP_FLAGS = (
+    "data.data_dir", "data.sequence", "data.limit_train", "data.limit_test", "train.epochs",
+    "train.batch_size", "train.seed",
+)  # fmt: skip
 
 
 class _Parser(argparse.ArgumentParser):
@@ -108,69 +53,7 @@ def _parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue the run in --run-dir from its last epoch"
     )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
-    data = train.add_argument_group("data")
-    data.add_argument("--data-dir", help="folder with the IDX .gz files or Kaggle CSVs")
-    data.add_argument("--sequence", choices=SEQUENCE_MODES, help="how an image becomes a sequence")
-    data.add_argument("--limit-train", type=int, metavar="N", help="random N training images")
-    data.add_argument("--limit-test", type=int, metavar="N", help="random N test images")
-    data.add_argument("--val-fraction", type=float, help="share of training held out (0.1)")
-    model = train.add_argument_group("model")
-    model.add_argument("--model", choices=MODEL_KINDS, help="architecture (tcn)")
-    model.add_argument("--filters", type=int)
-    model.add_argument("--units", type=int, help="lstm/gru hidden units (default: ~70K params)")
-    model.add_argument(
-        "--step-filters",
-        type=int,
-        help="tcn on rows/columns: convolve across each row first (default 8; 0 = off)",
-    )
-    model.add_argument(
-        "--step-stages", type=int, help="step encoder conv-conv-pool stages across the row (1)"
-    )
-    model.add_argument("--kernel-size", type=int)
-    model.add_argument("--dilations", type=_dilations, help="e.g. 1,2,4,8")
-    model.add_argument("--stacks", type=int)
-    model.add_argument("--dropout", type=float)
-    model.add_argument("--activation", choices=ACTIVATIONS)
-    model.add_argument("--norm", choices=NORMS)
-    model.add_argument("--skip-connections", action="store_true", default=None)
-    model.add_argument(
-        "--pooling", choices=POOLINGS, help="tcn readout: last step (default) or mean so far"
-    )
-    model.add_argument("--allow-short-receptive-field", action="store_true", default=None)
-    opt = train.add_argument_group("training")
-    opt.add_argument("--epochs", type=int)
-    opt.add_argument("--batch-size", type=int)
-    opt.add_argument("--lr", type=float, help="learning rate")
-    opt.add_argument("--optimizer", choices=OPTIMIZERS)
-    opt.add_argument("--weight-decay", type=float)
-    opt.add_argument("--momentum", type=float, help="sgd and rmsprop")
-    opt.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule")
-    opt.add_argument("--clipnorm", type=float, help="clip each gradient to this norm")
-    opt.add_argument("--early-stopping", type=int, metavar="PATIENCE")
-    opt.add_argument("--tensorboard", action="store_true", default=None)
-    opt.add_argument("--seed", type=int)
-    opt.add_argument(
-        "--anytime-loss",
-        type=float,
-        metavar="WEIGHT",
-        help="also train the predictions made before the sequence ends (TCN)",
-    )
-    opt.add_argument("--label-smoothing", type=float, help="e.g. 0.1 (default 0)")
-    opt.add_argument(
-        "--ema", type=float, metavar="MOMENTUM", help="average the weights, e.g. 0.99 (0: off)"
-    )
-    opt.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        help="Keras dtype policy; auto (default): the fastest measured for this device and mode",
-    )
-    aug = train.add_argument_group("augmentation (training batches only)")
-    aug.add_argument("--augment", choices=tuple(AUGMENT_PRESETS), help="preset (default none)")
-    aug.add_argument("--translate", type=float, help="max shift, fraction of the image")
-    aug.add_argument("--flip", type=float, help="probability of a horizontal flip")
-    aug.add_argument("--rotate", type=float, help="max rotation in degrees")
-    aug.add_argument("--zoom", type=float, help="max zoom, fraction")
-    aug.add_argument("--erase", type=float, help="probability of random erasing (cutout)")
+    add_config_flags(train)
 
     sweep = commands.add_parser("sweep", help="Optuna search; each trial is a training run")
     sweep.add_argument(
@@ -190,15 +73,7 @@ def _parser() -> argparse.ArgumentParser:
         default=60,
         help="seconds; a silent worker's trial fails after twice this",
     )
-    sweep.add_argument("--data-dir")
-    sweep.add_argument("--sequence", choices=SEQUENCE_MODES)
-    sweep.add_argument("--limit-train", type=int, metavar="N")
-    sweep.add_argument("--limit-test", type=int, metavar="N")
-    sweep.add_argument("--epochs", type=int, help="fixes epochs (removes it from the space)")
-    sweep.add_argument(
-        "--batch-size", type=int, help="fixes batch size (removes it from the space)"
-    )
-    sweep.add_argument("--seed", type=int)
+    add_config_flags(sweep, only=SWEEP_FLAGS)
 
     evaluate = commands.add_parser(
         "evaluate", help="test a run's best model, print and rewrite metrics"
@@ -246,11 +121,12 @@ def _parser() -> argparse.ArgumentParser:
 def _check_resume(saved: Config, new: Config) -> None:
     """A resumed run keeps its model, data split and optimizer: only its length may change."""
     before, after = saved.to_dict(), new.to_dict()
-    changed = []
-    for flag, field in OVERRIDES.items():
-        section, key = field.split(".")
-        if flag not in RESUMABLE and before[section][key] != after[section][key]:
-            changed.append("--" + flag.replace("_", "-"))
+    changed = [
+        flag_name(section, key)
+        for section, values in after.items()
+        for key, value in values.items()
+        if f"{section}.{key}" not in RESUMABLE and before[section][key] != value
+    ]
     if changed:
         raise ConfigError(
             f"--resume continues the saved run as it was configured; {', '.join(changed)} "
@@ -301,7 +177,7 @@ def _train(args: argparse.Namespace) -> int:
     else:
         cfg = load_config(args.config) if args.config else Config()
     saved = cfg
-    cfg = override(cfg, {field: getattr(args, flag) for flag, field in OVERRIDES.items()})
+    cfg = override(cfg, config_overrides(args))
     if args.resume:
         _check_resume(saved, cfg)
     if cfg.model.kind == "cnn" and cfg.data.sequence != "rows":
@@ -464,21 +340,8 @@ def _sweep(args: argparse.Namespace) -> int:
     if args.trials < 1 or args.jobs < 1:
         raise ConfigError("--trials and --jobs must be >= 1")
     base = load_config(args.config) if args.config else Config()
-    base = override(
-        base,
-        {
-            OVERRIDES[flag]: getattr(args, flag)
-            for flag in (
-                "data_dir",
-                "sequence",
-                "limit_train",
-                "limit_test",
-                "epochs",
-                "batch_size",
-                "seed",
-            )
-        },
-    )
+    flags = config_overrides(args)
+    base = override(base, flags)
     from fashion_tcn.space import DEFAULT_SPACE, load_space
 
     space = load_space(args.space or DEFAULT_SPACE, base)
@@ -486,7 +349,8 @@ def _sweep(args: argparse.Namespace) -> int:
     _quiet_tensorflow()
     from fashion_tcn import sweep
 
-    space = [p for p in space if getattr(args, p.name, None) is None]  # flags pin parameters
+    pinned = {dest.split(".")[1] for dest, value in flags.items() if value is not None}
+    space = [p for p in space if p.name not in pinned]  # flags pin parameters
     _check(not args.out.exists() or args.out.is_dir(), f"{args.out}: exists and is not a directory")
     created = not args.out.exists()
     url = sweep.storage_url(args.storage, args.out)

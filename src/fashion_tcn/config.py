@@ -89,6 +89,20 @@ def covering_dilations(length: int, kernel_size: int, stacks: int = 1) -> list[i
     return dilations
 
 
+def option(
+    default: Any,
+    doc: str,
+    metavar: str | None = None,
+    *,
+    choices: tuple[str, ...] | None = None,
+    flag: str | None = None,
+) -> Any:
+    """A config field with what its command-line flag needs (`flags.add_config_flags`): help
+    text, choices, a metavar, and a flag name when it differs from the field's."""
+    meta = {"help": doc, "metavar": metavar, "choices": choices, "flag": flag}
+    return field(default=default, metadata=meta)
+
+
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
@@ -96,11 +110,14 @@ def _check(ok: bool, message: str) -> None:
 
 @dataclass
 class DataConfig:
-    data_dir: str | None = None  # None: env var, Debian package, cache, then download
-    sequence: str = "rows"  # how an image becomes a sequence (see sequences.py)
-    limit_train: int | None = None  # random subset of the training set, for quick runs
-    limit_test: int | None = None  # random subset of the test set, for quick runs
-    val_fraction: float = 0.1  # held out of training for checkpoint choice and tuning
+    data_dir: str | None = option(
+        None, "folder with the IDX .gz files or Kaggle CSVs (default: $FASHION_TCN_DATA, "
+        "Debian's package, the cache, then a download)"
+    )  # fmt: skip
+    sequence: str = option("rows", "how an image becomes a sequence", choices=SEQUENCE_MODES)
+    limit_train: int | None = option(None, "random N training images, for quick runs", "N")
+    limit_test: int | None = option(None, "random N test images, for quick runs", "N")
+    val_fraction: float = option(0.1, "share of training held out to choose epochs and tune")
 
     def __post_init__(self) -> None:
         _check(
@@ -118,22 +135,28 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    kind: str = "tcn"
-    filters: int | None = None  # None: the sequence mode's default (see MODE_DEFAULTS)
-    kernel_size: int | None = None
-    dilations: list[int] | None = None  # None: 1, 2, 4, ... up to the mode's depth
-    stacks: int | None = None  # the dilation list is repeated this many times; None: mode's
-    dropout: float | None = None  # spatial dropout after each convolution
-    activation: str = "relu"
-    norm: str | None = None  # none | batch | layer | weight
-    skip_connections: bool = False  # WaveNet-style sum of every block's output
-    pooling: str = "last"  # TCN readout: the last step, or the (causal) mean over steps so far
-    allow_short_receptive_field: bool = False  # train even if the last step cannot see step 0
-    units: int | None = None  # lstm/gru hidden units; None: sized to RNN_PARAMETERS (Bai et al.)
-    step_filters: int | None = None  # TCN on rows/columns: convolve across each step's pixels
-    #                        first (layers.StepEncoder) with this many channels; 0 = off;
-    #                        None: the mode's default for a TCN (8 on rows/columns), else 0
-    step_stages: int = 1  # StepEncoder conv-conv-pool stages: each halves the row, doubles channels
+    kind: str = option("tcn", "architecture", choices=MODEL_KINDS, flag="model")
+    filters: int | None = option(None, "TCN channels (default: the sequence mode's)")
+    kernel_size: int | None = option(None, "taps per convolution (default: the mode's)")
+    dilations: list[int] | None = option(
+        None, "one residual block per dilation, e.g. 1,2,4,8 (default: the mode's)"
+    )
+    stacks: int | None = option(None, "times the dilation list is repeated (default: the mode's)")
+    dropout: float | None = option(None, "spatial dropout after each convolution")
+    activation: str = option("relu", "activation", choices=ACTIVATIONS)
+    norm: str | None = option(None, "normalization in each block", choices=NORMS)
+    skip_connections: bool = option(False, "WaveNet-style sum of every block's output")
+    pooling: str = option(
+        "last", "TCN readout: the last step, or the causal mean of the steps so far",
+        choices=POOLINGS,
+    )  # fmt: skip
+    allow_short_receptive_field: bool = option(False, "train even if step T cannot see step 0")
+    units: int | None = option(None, "lstm/gru hidden units (default: sized to ~70K parameters)")
+    step_filters: int | None = option(
+        None, "TCN on rows/columns: convolve across each row's pixels first with this many "
+        "channels (layers.StepEncoder); 0 = off (default 8 on rows/columns)"
+    )  # fmt: skip
+    step_stages: int = option(1, "step encoder conv-conv-pool stages (each halves the row)")
 
     def __post_init__(self) -> None:
         _check(
@@ -188,12 +211,15 @@ AUGMENT_PRESETS: dict[str, dict[str, float]] = {
 
 @dataclass
 class AugmentConfig:
-    preset: str = "none"  # none | light | strong: fills every transform left unset
-    translate: float | None = None  # max shift as a fraction of 28 px (0.1 = 2.8 px), each axis
-    flip: float | None = None  # probability of a horizontal flip (clothes are left-right symmetric)
-    rotate: float | None = None  # max rotation in degrees, either way
-    zoom: float | None = None  # max zoom in or out, as a fraction
-    erase: float | None = None  # probability of erasing one random rectangle (cutout)
+    preset: str = option(
+        "none", "preset that fills every transform left unset", choices=tuple(AUGMENT_PRESETS),
+        flag="augment",
+    )  # fmt: skip
+    translate: float | None = option(None, "max shift, fraction of 28 px (0.1 = 2.8 px), each axis")
+    flip: float | None = option(None, "probability of a horizontal flip")
+    rotate: float | None = option(None, "max rotation in degrees, either way")
+    zoom: float | None = option(None, "max zoom in or out, as a fraction")
+    erase: float | None = option(None, "probability of erasing one random rectangle (cutout)")
 
     def __post_init__(self) -> None:
         _check(
@@ -215,28 +241,35 @@ class AugmentConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int | None = None  # None: the sequence mode's default
-    batch_size: int = 128
-    lr: float = 2e-3
-    optimizer: str = "adamw"
-    weight_decay: float | None = None  # decoupled (Keras 3, every optimizer); None: 0.05 for
-    #                                    adamw (chosen on validation, README), 0 for the others
-    momentum: float = 0.9  # sgd and rmsprop only
-    schedule: str = (
-        "cosine"  # none | cosine (to 0 over all epochs) | plateau (halve on val plateau)
+    epochs: int | None = option(None, "epochs (default: the sequence mode's)")
+    batch_size: int = option(128, "images per step")
+    lr: float = option(2e-3, "learning rate (peak of the cosine schedule)")
+    optimizer: str = option("adamw", "optimizer", choices=OPTIMIZERS)
+    weight_decay: float | None = option(
+        None, "decoupled weight decay (default: 0.05 for adamw, chosen on validation; else 0)"
     )
-    clipnorm: float | None = None  # clip each gradient's norm; helps long pixel sequences
-    early_stopping: int = 0  # patience in epochs on val_accuracy; 0 = off
-    tensorboard: bool = False
-    seed: int = 0  # one seed for data split, permutation, init, shuffling, dropout
-    anytime_loss: float = 0.0  # weight of the mean loss over earlier steps (TCN only): good
-    #                            predictions before the whole sequence has arrived
-    label_smoothing: float = 0.0  # share of each target spread over all classes
-    ema: float = 0.0  # momentum of an exponential moving average of the weights; 0 = off.
-    #                   The average replaces the weights after every epoch (Keras use_ema)
-    precision: str = "auto"  # float32 | mixed_bfloat16 | mixed_float16 (Keras dtype policy;
-    #                          softmax stays float32); auto: the fastest measured on the
-    #                          device, float32 on a CPU, bfloat16 on a GPU (train.auto_precision)
+    momentum: float = option(0.9, "sgd and rmsprop only")
+    schedule: str = option(
+        "cosine", "learning rate: constant, cosine to 0 over all epochs, or halved on a "
+        "validation plateau", choices=SCHEDULES
+    )  # fmt: skip
+    clipnorm: float | None = option(None, "clip each gradient's norm (long pixel sequences)")
+    early_stopping: int = option(0, "patience in epochs on val_accuracy; 0 = off", "PATIENCE")
+    tensorboard: bool = option(False, "write TensorBoard logs into the run directory")
+    seed: int = option(0, "one seed for data split, permutation, init, shuffling, dropout")
+    anytime_loss: float = option(
+        0.0, "weight of the mean loss over earlier steps (TCN): good predictions before the "
+        "whole sequence has arrived", "WEIGHT"
+    )  # fmt: skip
+    label_smoothing: float = option(0.0, "share of each target spread over all classes")
+    ema: float = option(
+        0.0, "momentum of a moving average of the weights, which replaces them after every "
+        "epoch; 0 = off", "MOMENTUM"
+    )  # fmt: skip
+    precision: str = option(
+        "auto", "Keras dtype policy (softmax stays float32); auto: the fastest measured on the "
+        "device, float32 on a CPU, bfloat16 on a GPU", choices=PRECISIONS
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         _check(self.epochs is None or self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
