@@ -168,7 +168,7 @@ def test_config_round_trip():
 def test_bad_values_rejected():
     with pytest.raises(ValueError, match="flip must be in"):
         _only(flip=1.5)
-    with pytest.raises(ValueError, match="unknown augment preset"):
+    with pytest.raises(ValueError, match="unknown augment"):
         _only(preset="wild")
 
 

@@ -103,13 +103,26 @@ def option(
     return field(default=default, metadata=meta)
 
 
+class _Section:
+    """A config section: `__post_init__` checks each field's declared choices (`option`)."""
+
+    def __post_init__(self) -> None:
+        for field_ in fields(self):
+            value, choices = getattr(self, field_.name), field_.metadata.get("choices")
+            name = (field_.metadata.get("flag") or field_.name).replace("_", " ")
+            _check(
+                value is None or choices is None or value in choices,
+                f"unknown {name} {value!r}; choose from {', '.join(choices or ())}",
+            )
+
+
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
 
 
 @dataclass
-class DataConfig:
+class DataConfig(_Section):
     data_dir: str | None = option(
         None, "folder with the IDX .gz files or Kaggle CSVs (default: $FASHION_TCN_DATA, "
         "Debian's package, the cache, then a download)"
@@ -120,10 +133,7 @@ class DataConfig:
     val_fraction: float = option(0.1, "share of training held out to choose epochs and tune")
 
     def __post_init__(self) -> None:
-        _check(
-            self.sequence in SEQUENCE_MODES,
-            f"unknown sequence mode {self.sequence!r}; choose from {', '.join(SEQUENCE_MODES)}",
-        )
+        super().__post_init__()
         for name in ("limit_train", "limit_test"):
             value = getattr(self, name)
             _check(value is None or value >= 10, f"{name} must be >= 10, got {value}")
@@ -134,7 +144,7 @@ class DataConfig:
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(_Section):
     kind: str = option("tcn", "architecture", choices=MODEL_KINDS, flag="model")
     filters: int | None = option(None, "TCN channels (default: the sequence mode's)")
     kernel_size: int | None = option(None, "taps per convolution (default: the mode's)")
@@ -159,18 +169,7 @@ class ModelConfig:
     step_stages: int = option(1, "step encoder conv-conv-pool stages (each halves the row)")
 
     def __post_init__(self) -> None:
-        _check(
-            self.kind in MODEL_KINDS,
-            f"unknown model {self.kind!r}; choose from {', '.join(MODEL_KINDS)}",
-        )
-        _check(
-            self.activation in ACTIVATIONS,
-            f"unknown activation {self.activation!r}; choose from {', '.join(ACTIVATIONS)}",
-        )
-        _check(
-            self.norm is None or self.norm in NORMS,
-            f"unknown norm {self.norm!r}; choose from {', '.join(NORMS)}",
-        )
+        super().__post_init__()
         _check(
             self.filters is None or self.filters >= 1, f"filters must be >= 1, got {self.filters}"
         )
@@ -182,10 +181,6 @@ class ModelConfig:
         _check(
             self.step_filters is None or self.step_filters >= 0,
             f"step_filters must be >= 0, got {self.step_filters}",
-        )
-        _check(
-            self.pooling in POOLINGS,
-            f"unknown pooling {self.pooling!r}; choose from {', '.join(POOLINGS)}",
         )
         _check(self.step_stages >= 1, f"step_stages must be >= 1, got {self.step_stages}")
         _check(self.stacks is None or self.stacks >= 1, f"stacks must be >= 1, got {self.stacks}")
@@ -210,7 +205,7 @@ AUGMENT_PRESETS: dict[str, dict[str, float]] = {
 
 
 @dataclass
-class AugmentConfig:
+class AugmentConfig(_Section):
     preset: str = option(
         "none", "preset that fills every transform left unset", choices=tuple(AUGMENT_PRESETS),
         flag="augment",
@@ -222,10 +217,7 @@ class AugmentConfig:
     erase: float | None = option(None, "probability of erasing one random rectangle (cutout)")
 
     def __post_init__(self) -> None:
-        _check(
-            self.preset in AUGMENT_PRESETS,
-            f"unknown augment preset {self.preset!r}; choose from {', '.join(AUGMENT_PRESETS)}",
-        )
+        super().__post_init__()
         limits = {"translate": 0.5, "flip": 1.0, "rotate": 180.0, "zoom": 0.9, "erase": 1.0}
         for name, top in limits.items():
             value = getattr(self, name)
@@ -240,7 +232,7 @@ class AugmentConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(_Section):
     epochs: int | None = option(None, "epochs (default: the sequence mode's)")
     batch_size: int = option(128, "images per step")
     lr: float = option(2e-3, "learning rate (peak of the cosine schedule)")
@@ -272,24 +264,17 @@ class TrainConfig:
     )  # fmt: skip
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check(self.epochs is None or self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         _check(
             math.isfinite(self.lr) and self.lr > 0, f"lr must be a positive number, got {self.lr}"
         )
         _check(
-            self.optimizer in OPTIMIZERS,
-            f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}",
-        )
-        _check(
             self.weight_decay is None or self.weight_decay >= 0,
             f"weight_decay must be >= 0, got {self.weight_decay}",
         )
         _check(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
-        _check(
-            self.schedule in SCHEDULES,
-            f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}",
-        )
         _check(
             self.clipnorm is None or self.clipnorm > 0, f"clipnorm must be > 0, got {self.clipnorm}"
         )
@@ -303,10 +288,6 @@ class TrainConfig:
         _check(
             math.isfinite(self.anytime_loss) and self.anytime_loss >= 0,
             f"anytime_loss must be a number >= 0, got {self.anytime_loss}",
-        )
-        _check(
-            self.precision in PRECISIONS,
-            f"unknown precision {self.precision!r}; choose from {', '.join(PRECISIONS)}",
         )
 
 
