@@ -5,50 +5,61 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from fashion_tcn.config import covering_dilations, receptive_field
-from fashion_tcn.layers import TCN, CausalConv1D, ResidualBlock, StepEncoder
+from fashion_tcn.encoder import StepEncoder
+from fashion_tcn.layers import TCN, CausalConv1D, ResidualBlock
 
 NORMS = ["none", "batch", "layer", "weight"]
 
 
-def _sequence_model(**kwargs) -> keras.Model:
-    inputs = keras.Input((None, 3))
-    return keras.Model(inputs, TCN(return_sequences=True, **kwargs)(inputs))
+def _changed_outputs(tcn, x: np.ndarray, t: int, training: bool) -> tuple[bool, bool]:
+    """Whether new inputs after step t change the outputs up to t, and after t."""
+    rng = np.random.default_rng(t)
+    changed = x.copy()
+    changed[:, t + 1 :] = rng.normal(size=changed[:, t + 1 :].shape)
+    before, after = (
+        keras.ops.convert_to_numpy(tcn(v, training=training, all_steps=True)) for v in (x, changed)
+    )
+    past = not np.allclose(after[:, : t + 1], before[:, : t + 1], atol=1e-6)
+    return past, not np.allclose(after[:, t + 1 :], before[:, t + 1 :])
 
 
 @pytest.mark.parametrize("norm", NORMS)
 @pytest.mark.parametrize("skip", [False, True])
-def test_future_inputs_never_change_past_outputs(norm, skip):
-    model = _sequence_model(
-        filters=8, kernel_size=3, dilations=(1, 2, 4), norm=norm, skip_connections=skip
-    )
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(2, 40, 3)).astype("float32")
-    before = model.predict(x, verbose=0)
+@pytest.mark.parametrize("training", [False, True])
+def test_future_inputs_never_change_past_outputs(norm, skip, training):
+    """Causal at inference for every norm, and in training (what the anytime loss trains) for
+    all but batch norm, whose statistics span every step (below)."""
+    if training and norm == "batch":
+        pytest.skip("not causal in training: test_batch_norm_in_training_sees_the_future")
+    tcn = TCN(8, kernel_size=3, dilations=(1, 2, 4), norm=norm, skip_connections=skip)
+    x = np.random.default_rng(0).normal(size=(2, 40, 3)).astype("float32")
     for t in (0, 10, 25, 38):
-        changed = x.copy()
-        changed[:, t + 1 :] = rng.normal(size=changed[:, t + 1 :].shape)
-        after = model.predict(changed, verbose=0)
-        np.testing.assert_allclose(after[:, : t + 1], before[:, : t + 1], atol=1e-6)
-        assert not np.allclose(after[:, t + 1 :], before[:, t + 1 :])
+        assert _changed_outputs(tcn, x, t, training) == (False, True), t
+
+
+def test_batch_norm_in_training_sees_the_future():
+    """Why `anytime_loss` refuses `norm: batch` (config.check_receptive_field): in training,
+    batch statistics over batch x time let step t's output depend on later steps."""
+    tcn = TCN(8, kernel_size=3, dilations=(1, 2, 4), norm="batch")
+    x = np.random.default_rng(0).normal(size=(2, 40, 3)).astype("float32")
+    assert _changed_outputs(tcn, x, 10, training=True)[0]
 
 
 @pytest.mark.parametrize(
     ("kernel_size", "dilations", "stacks"),
     [(2, (1, 2, 4), 1), (3, (1, 2, 4, 8), 1), (5, (1, 3), 2), (7, (1,), 1)],
 )
-def test_receptive_field_formula_matches_gradient(kernel_size, dilations, stacks):
+def test_receptive_field_is_exactly_the_steps_the_last_output_sees(kernel_size, dilations, stacks):
     # linear activation: a ReLU that happens to be off would hide a step the structure can see
-    layer = TCN(4, kernel_size, dilations, stacks, activation="linear", return_sequences=True)
+    layer = TCN(4, kernel_size, dilations, stacks, activation="linear")
     steps = layer.receptive_field + 20
-    x = tf.Variable(np.random.default_rng(1).normal(size=(1, steps, 2)).astype("float32"))
-    with tf.GradientTape() as tape:
-        last = layer(x)[:, -1, :]
-        total = tf.reduce_sum(last)
-    gradient = np.abs(tape.gradient(total, x).numpy()).sum(axis=(0, 2))
-    seen = np.flatnonzero(gradient > 0)
+    x = np.random.default_rng(1).normal(size=(1, steps, 2)).astype("float32")
+    nudged = np.repeat(x, steps, axis=0)  # sequence i has step i changed
+    nudged[np.arange(steps), np.arange(steps)] += 1.0
+    last = keras.ops.convert_to_numpy(layer(np.concatenate([x, nudged])))
+    seen = np.flatnonzero(np.abs(last[1:] - last[0]).max(axis=1) > 1e-6)
     assert layer.receptive_field == receptive_field(kernel_size, list(dilations), stacks)
     assert seen.min() == steps - layer.receptive_field  # exactly the field, not one step more
     assert seen.max() == steps - 1
@@ -61,16 +72,25 @@ def test_covering_dilations_is_minimal():
     assert receptive_field(7, [1, 2, 4, 8, 16, 32], 1) < 784
 
 
-def test_shapes_and_projection():
-    x = keras.ops.ones((2, 28, 5))
+@pytest.mark.parametrize("channels", [5, 16])
+def test_the_shortcut_projects_only_when_the_width_changes(channels):
+    """With the residual branch zeroed, a block is act(shortcut): the identity when the width
+    stays, a learned 1x1 convolution (its own weights) when it changes."""
+    x = np.random.default_rng(3).normal(size=(2, 28, channels)).astype("float32")
+    block = ResidualBlock(16, 3, 1, activation="linear")
+    block(x)
+    for conv in block.convs:
+        for weight in conv.weights:
+            weight.assign(np.zeros(weight.shape))
+    out = keras.ops.convert_to_numpy(block(x)[0])
+    if channels == 16:
+        np.testing.assert_allclose(out, x, atol=1e-6)
+        assert len(block.weights) == 4  # two kernels, two biases
+    else:
+        kernel, bias = (keras.ops.convert_to_numpy(w) for w in block.shortcut.weights)
+        np.testing.assert_allclose(out, x @ kernel[0] + bias, atol=1e-5)
     assert TCN(16, dilations=(1, 2))(x).shape == (2, 16)
     assert TCN(16, dilations=(1, 2), return_sequences=True)(x).shape == (2, 28, 16)
-    block = ResidualBlock(16, 3, 1)
-    block(x)
-    assert block.shortcut is not None  # 5 -> 16 channels needs the 1x1 convolution
-    same = ResidualBlock(5, 3, 1)
-    same(x)
-    assert same.shortcut is None
 
 
 def test_weight_norm_kernel_has_gain_norm():
@@ -194,14 +214,22 @@ def test_last_step_path_equals_the_full_pass(steps, options):
         np.testing.assert_allclose(last, full, atol=2e-6)
 
 
-def test_last_step_path_gradients_equal_the_full_pass():
+def test_last_step_path_trains_like_the_full_pass():
+    """One SGD step through the thinned last-step path moves the weights as one through the
+    full pass does: the gradients are equal (on every backend, no GradientTape)."""
     tcn = TCN(4, kernel_size=3, dilations=[1, 2, 4, 8], norm="weight")
-    x = tf.constant(np.random.default_rng(1).random((2, 40, 3)), tf.float32)
-    grads = []
-    for all_steps in (False, True):
-        with tf.GradientTape() as tape:
-            out = tcn(x, all_steps=all_steps)
-            loss = tf.reduce_sum(tf.square(out if not all_steps else out[:, -1]))
-        grads.append(tape.gradient(loss, tcn.trainable_weights))
-    for thin, full in zip(*grads, strict=True):
-        np.testing.assert_allclose(thin.numpy(), full.numpy(), atol=1e-5)
+    inputs = keras.Input((40, 3))
+    thin = keras.Model(inputs, tcn(inputs))
+    full = keras.Model(inputs, tcn(inputs, all_steps=True)[:, -1])
+    x = np.random.default_rng(1).random((2, 40, 3)).astype("float32")
+    y = np.zeros((2, 4), "float32")
+    start = [keras.ops.convert_to_numpy(w) for w in tcn.weights]
+    trained = []
+    for model in (thin, full):
+        tcn.set_weights(start)
+        model.compile(optimizer=keras.optimizers.SGD(1.0), loss="mse")
+        model.train_on_batch(x, y)
+        trained.append([keras.ops.convert_to_numpy(w) for w in tcn.weights])
+    for a, b, w0 in zip(*trained, start, strict=True):
+        assert not np.allclose(a, w0)
+        np.testing.assert_allclose(a, b, atol=1e-5)

@@ -52,6 +52,7 @@ def test_baselines_train_in_the_same_harness(kind, tiny_data_dir, tmp_path):
     assert (run / "confusion_matrix.png").is_file()
 
 
+@pytest.mark.slow  # a benchmark script: not for the fast tier
 def test_compare_writes_one_table(tiny_data_dir, tmp_path):
     out = tmp_path / "cmp"
     script = Path(__file__).parents[1] / "benchmarks" / "compare.py"

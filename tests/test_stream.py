@@ -145,11 +145,13 @@ def test_anytime_training_writes_the_curve_and_still_streams(train_tiny, tmp_pat
     )
 
 
-def test_anytime_loss_needs_a_tcn():
+def test_anytime_loss_needs_a_tcn_without_batch_norm():
     from fashion_tcn.config import Config, ConfigError, override
 
     with pytest.raises(ConfigError, match="anytime_loss needs a causal TCN"):
         override(Config(), {"model.kind": "gru", "train.anytime_loss": 0.5}).resolved()
+    with pytest.raises(ConfigError, match="batch norm's training statistics span every step"):
+        override(Config(), {"model.norm": "batch", "train.anytime_loss": 0.5}).resolved()
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TFLite needs TensorFlow")

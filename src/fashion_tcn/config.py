@@ -363,6 +363,11 @@ class Config:
             f"anytime_loss needs a causal TCN, not {m.kind}",
         )
         _check(
+            m.norm != "batch" or not self.train.anytime_loss,
+            "anytime_loss trains the predictions before the last step, but batch norm's training "
+            "statistics span every step, so they would see later steps: use norm layer or weight",
+        )
+        _check(
             not m.step_filters or (m.kind == "tcn" and self.data.sequence in ("rows", "columns")),
             "step_filters convolves across a row's pixels: it needs --model tcn on rows or columns",
         )

@@ -24,7 +24,8 @@ import numpy as np
 
 from fashion_tcn.augment import make_augment
 from fashion_tcn.config import Config, ConfigError, ModelConfig
-from fashion_tcn.layers import TCN, StepEncoder
+from fashion_tcn.encoder import StepEncoder
+from fashion_tcn.layers import TCN
 from fashion_tcn.sequences import ToSequence, to_sequences
 
 NUM_CLASSES = 10
