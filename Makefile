@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh Debian/Ubuntu machine with Python 3.11:
 #   make demo   venv + install + data + train the default TCN + print metrics + write the run dir
-#   make test   venv + install + data + every test (fast tier, then the slow real-data tier)
+#   make test   venv + install + data + every test (fast tier, the slow real-data tier, then the
+#               fast tier again on Keras's JAX backend, in a second venv without TensorFlow)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -10,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # study) and Chromium with a monospace font (the report's browser test).
 TEST_PACKAGES := postgresql chromium fonts-dejavu-core
 
-.PHONY: demo test test-fast lint data test-system venv clean
+.PHONY: demo test test-fast test-jax lint data test-system venv clean
 
 demo: data
 	$(BIN)/fashion-tcn train
@@ -18,6 +19,18 @@ demo: data
 test: data test-system
 	$(BIN)/pytest -m "not slow"
 	$(BIN)/pytest -m slow
+	$(MAKE) test-jax
+
+# The fast tier on Keras's JAX backend, where TensorFlow is not even installed: nothing in the
+# package or the tests may need it but export (those tests skip).
+JAX_VENV := .venv-jax
+test-jax: data $(JAX_VENV)/bin/pytest
+	KERAS_BACKEND=jax $(JAX_VENV)/bin/pytest -m "not slow"
+
+$(JAX_VENV)/bin/pytest: pyproject.toml
+	$(PYTHON) -m venv $(JAX_VENV)
+	$(JAX_VENV)/bin/pip install --quiet -e '.[jax,dev]'
+	touch $@
 
 test-system:
 	@dpkg -s $(TEST_PACKAGES) >/dev/null 2>&1 || { \
@@ -47,4 +60,4 @@ data: venv
 	$(BIN)/fashion-tcn data
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(JAX_VENV) build src/*.egg-info .pytest_cache .ruff_cache

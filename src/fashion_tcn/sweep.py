@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import fcntl
-import hashlib
-import threading
+import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +28,8 @@ from fashion_tcn.space import Param, to_overrides
 from fashion_tcn.train import train
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")  # we beat (below)
-optuna.logging.set_verbosity(optuna.logging.WARNING)  # the CLI prints each trial itself
+# the CLI prints each trial, with the reason a trial failed; Optuna would add a traceback
+optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
 class PruningCallback(keras.callbacks.Callback):
@@ -53,37 +51,27 @@ def storage_url(storage: str | None, out_dir: Path) -> str:
     return storage or f"sqlite:///{(out_dir / 'study.db').resolve()}"
 
 
-@contextlib.contextmanager
-def claim_lock(url: str) -> Iterator[None]:
-    """Serialise "count trials, then ask for one" across workers so none overshoots the total.
-
-    SQLite: an flock beside the database file; PostgreSQL: an advisory lock on the study URL.
-    """
-    if url.startswith("sqlite:///"):
-        with open(url.removeprefix("sqlite:///") + ".lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            yield
-        return
-    if url.startswith("postgresql"):
-        import sqlalchemy
-
-        key = int.from_bytes(hashlib.sha256(url.encode()).digest()[:7], "big")
-        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
-        with engine.connect() as connection:
-            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
-            try:
-                yield
-            finally:
-                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-        engine.dispose()
-        return
-    yield  # other databases: Optuna's own transactions only
-
-
 def make_storage(url: str, heartbeat: int = 60) -> optuna.storages.RDBStorage:
-    """A worker that dies mid-trial has its trial failed by the others once its heartbeat is
-    `2 * heartbeat` seconds old."""
-    return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat, grace_period=2 * heartbeat)
+    """Optuna beats for every running trial; a worker that dies mid-trial has its trial failed
+    by the others once its heartbeat is `2 * heartbeat` seconds old, and that trial is tried
+    once more with the same parameters (Optuna's RetryHeartbeatStaleTrialCallback)."""
+
+    def storage() -> optuna.storages.RDBStorage:
+        return optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=heartbeat,
+            grace_period=2 * heartbeat,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(1),
+        )
+
+    try:
+        return storage()
+    except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
+        # two workers creating a new study database at once: one loses the race to create the
+        # tables or write the schema version (tests/test_sweep.py saw it fail one worker in
+        # three); by the next try the tables exist
+        time.sleep(1.0)
+        return storage()
 
 
 def check_storage(url: str, heartbeat: int = 60) -> optuna.storages.RDBStorage:
@@ -97,8 +85,7 @@ def check_storage(url: str, heartbeat: int = 60) -> optuna.storages.RDBStorage:
         if not folder.is_dir():
             raise ConfigError(f"--storage {shown}: folder {folder} does not exist")
     try:
-        with claim_lock(url):  # two sweeps creating the tables at once would collide
-            return make_storage(url, heartbeat)
+        return make_storage(url, heartbeat)
     except Exception as error:  # SQLAlchemy's URL, driver and connection errors
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
         raise ConfigError(f"--storage {shown}: cannot open the study storage ({reason})") from None
@@ -116,34 +103,12 @@ def open_study(storage: optuna.storages.RDBStorage, name: str) -> optuna.Study:
     )
 
 
-def _finished_or_running(study: optuna.Study) -> int:
-    states = (
-        optuna.trial.TrialState.COMPLETE,
-        optuna.trial.TrialState.PRUNED,
-        optuna.trial.TrialState.RUNNING,
-    )
-    return len(study.get_trials(deepcopy=False, states=states))
-
-
-@contextlib.contextmanager
-def keep_alive(storage: optuna.storages.RDBStorage, trial: optuna.Trial) -> Iterator[None]:
-    """Beat for the trial while it runs (ask-and-tell gets no beat from Optuna itself), so a
-    killed worker's trial goes stale and the other workers fail it and carry on."""
-    interval = storage.get_heartbeat_interval()
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.is_set():
-            storage.record_heartbeat(trial._trial_id)  # Optuna has no public trial id
-            stop.wait(interval)
-
-    thread = threading.Thread(target=beat, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
+# what counts toward --trials: a running trial will finish (or, its worker dead, be retried)
+_COUNTED = (
+    optuna.trial.TrialState.COMPLETE,
+    optuna.trial.TrialState.PRUNED,
+    optuna.trial.TrialState.RUNNING,
+)
 
 
 def run_worker(
@@ -156,26 +121,24 @@ def run_worker(
     heartbeat: int = 60,
     on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
 ) -> None:
-    """Run trials until the study holds `trials` finished (or running) ones."""
-    with claim_lock(url):  # two workers creating the tables at once would collide
-        storage = make_storage(url, heartbeat)
-        study = open_study(storage, name)
-    while True:
-        with claim_lock(url):
-            optuna.storages.fail_stale_trials(study)  # trials of workers that died
-            if _finished_or_running(study) >= trials:
-                return
-            trial = study.ask()
-        with keep_alive(storage, trial):
-            state, value = _run_trial(trial, base, space, out_dir)
-        frozen = study.tell(trial, value, state=state)
-        if on_trial is not None:
-            on_trial(frozen)
+    """Run trials until the study holds `trials` finished or running ones (Optuna's
+    MaxTrialsCallback); workers on other machines share the count through the storage."""
+    study = open_study(make_storage(url, heartbeat), name)
+    optuna.storages.fail_stale_trials(study)  # trials of workers that died
+    if len(study.get_trials(deepcopy=False, states=_COUNTED)) >= trials:
+        return  # optimize runs one trial before its callbacks can stop it
+    callbacks: list[Callable] = [optuna.study.MaxTrialsCallback(trials, states=_COUNTED)]
+    if on_trial is not None:
+        callbacks.append(lambda _, trial: on_trial(trial))
+    study.optimize(
+        lambda trial: _objective(trial, base, space, out_dir),
+        catch=(Exception,),  # a failed trial must not end the study; its reason is kept
+        callbacks=callbacks,
+    )
 
 
-def _run_trial(
-    trial: optuna.Trial, base: Config, space: list[Param], out_dir: Path
-) -> tuple[optuna.trial.TrialState, float | None]:
+def _objective(trial: optuna.Trial, base: Config, space: list[Param], out_dir: Path) -> float:
+    """One training run on the trial's parameters: its best validation accuracy."""
     params = {p.name: p.suggest(trial) for p in space}
     run_dir = out_dir / "trials" / f"trial-{trial.number:04d}"
     trial.set_user_attr("run_dir", str(run_dir))
@@ -183,17 +146,17 @@ def _run_trial(
         cfg = override(base, to_overrides(params)).resolved()
     except ConfigError as error:  # e.g. a receptive field too short for the sequence
         trial.set_user_attr("reason", str(error))
-        return optuna.trial.TrialState.PRUNED, None
+        raise optuna.TrialPruned(str(error)) from None
     pruner = PruningCallback(trial)
     try:
         run = train(cfg, run_dir, verbose=0, callbacks=[pruner])
-    except Exception as error:  # a failed trial must not end the study
+    except Exception as error:
         trial.set_user_attr("reason", f"{type(error).__name__}: {error}".splitlines()[0])
-        return optuna.trial.TrialState.FAIL, None
+        raise
     if pruner.pruned_at is not None:
         trial.set_user_attr("reason", f"pruned after epoch {pruner.pruned_at + 1}")
-        return optuna.trial.TrialState.PRUNED, None
-    return optuna.trial.TrialState.COMPLETE, run.best_val_accuracy()
+        raise optuna.TrialPruned()
+    return run.best_val_accuracy()
 
 
 def results_table(study: optuna.Study) -> list[dict]:
@@ -206,7 +169,8 @@ def results_table(study: optuna.Study) -> list[dict]:
                 "state": t.state.name,
                 "val_accuracy": None if t.value is None else round(t.value, 4),
                 **t.params,
-                "note": t.user_attrs.get("reason", ""),
+                "note": t.user_attrs.get("reason")
+                or ("its worker stopped beating; retried" if t.state.name == "FAIL" else ""),
             }
         )
     rows.sort(key=lambda r: (r["val_accuracy"] is None, -(r["val_accuracy"] or 0), r["trial"]))
