@@ -117,7 +117,7 @@ def test_existing_run_dir_is_never_overwritten(tiny_data_dir, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("args", "words"),
     [
-        (["train", "--lr", "-1"], "lr must be a positive"),
+        (["train", "--lr", "-1"], "lr must be > 0"),
         (["train", "--data-dir", "/nonexistent"], "/nonexistent"),
         (["train", "--dilations", "1,2", "--kernel-size", "2"], "receptive field"),
         (["train", "--config", "/nonexistent.yaml"], "not found"),

@@ -40,8 +40,8 @@ def test_files_and_round_trip(tmp_path, suffix):
 @pytest.mark.parametrize(
     ("overrides", "words"),
     [
-        ({"train.lr": -1.0}, "lr must be a positive"),
-        ({"train.lr": float("nan")}, "lr must be a positive"),
+        ({"train.lr": -1.0}, "lr must be > 0"),
+        ({"train.lr": float("nan")}, "lr must be > 0"),
         ({"train.batch_size": 0}, "batch_size"),
         ({"train.optimizer": "adagrad"}, "unknown optimizer"),
         ({"model.activation": "sigmoidish"}, "unknown activation"),

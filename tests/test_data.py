@@ -429,7 +429,7 @@ def test_find_without_download_never_touches_the_network(
 
     monkeypatch.setattr(urllib.request, "urlopen", no_network)
     with pytest.raises(DataError, match="download is off") as err:
-        data.find_data_dir(download=False)
+        data.find_data_dir(may_download=False)
     assert "--data-dir" in str(err.value)
 
 
@@ -540,7 +540,7 @@ def test_real_fashion_mnist(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.slow
 def test_real_test_split_csv_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(data.ENV_VAR, raising=False)
-    test = data.load_idx_split(data.find_data_dir(download=False), "test")
+    test = data.load_idx_split(data.find_data_dir(may_download=False), "test")
     table = np.concatenate([test.labels[:, None], test.images.reshape(len(test), -1)], axis=1)
     path = tmp_path / "fashion-mnist_test.csv"
     np.savetxt(path, table, fmt="%d", delimiter=",", header=",".join(HEADER), comments="")

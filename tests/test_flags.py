@@ -5,9 +5,9 @@ from dataclasses import fields
 
 import pytest
 
-from fashion_tcn.cli import _parser
 from fashion_tcn.config import Config, load_config, override
 from fashion_tcn.flags import SECTIONS, config_overrides, flag_name
+from fashion_tcn.flags import build_parser as _parser
 
 
 def _train_flags(*argv: str) -> dict:

@@ -59,13 +59,18 @@ def test_skip_connections_stream():
     )
 
 
+def _row_model(norm: str, **options) -> tuple[ModelConfig, keras.Model]:
+    """A small row TCN with a step encoder (3 filters), and its config."""
+    cfg = ModelConfig(filters=6, kernel_size=3, dilations=[1, 2, 4], stacks=1, dropout=0, norm=norm)
+    cfg.step_filters = 3
+    for name, value in options.items():
+        setattr(cfg, name, value)
+    return cfg, build_model(cfg, 28, 28, mean=0.3, variance=0.1)
+
+
 @pytest.mark.parametrize("stages", [1, 2])
 def test_step_encoder_streams(stages):
-    cfg = ModelConfig(
-        filters=6, kernel_size=3, dilations=[1, 2, 4], stacks=1, dropout=0, norm="layer"
-    )
-    cfg.step_filters, cfg.step_stages = 3, stages
-    model = build_model(cfg, 28, 28, mean=0.3, variance=0.1)
+    cfg, model = _row_model("layer", step_stages=stages)
     x = np.random.default_rng(4).random((2, 28, 28)).astype("float32")
     full = step_predictions(model, x)
     np.testing.assert_allclose(full[:, -1], model.predict(x, verbose=0), atol=1e-6)
@@ -161,11 +166,7 @@ def test_exported_step_streams_in_tflite_like_the_full_pass(tmp_path, pooling):
 
     from fashion_tcn.stream import export_step
 
-    cfg = ModelConfig(
-        filters=6, kernel_size=3, dilations=[1, 2, 4], stacks=1, dropout=0, norm="weight"
-    )
-    cfg.step_filters, cfg.pooling = 3, pooling
-    model = build_model(cfg, 28, 28, mean=0.3, variance=0.1)
+    _, model = _row_model("weight", pooling=pooling)
     x = np.random.default_rng(5).random((2, 28, 28)).astype("float32")
     full = step_predictions(model, x)
 

@@ -20,102 +20,11 @@ from fashion_tcn.config import (
     override,
 )
 from fashion_tcn.data import DataError, find_data_dir, load_fashion_mnist
-from fashion_tcn.flags import add_config_flags, config_overrides, flag_name
+from fashion_tcn.flags import build_parser, config_overrides, flag_name
 from fashion_tcn.rundir import RunDir
 
 # what `--resume` may change: the saved model and optimizer ignore the rest, so the rest is refused
 RESUMABLE = ("data.data_dir", "train.epochs", "train.early_stopping", "train.tensorboard")
-# what a sweep takes from flags; the rest comes from --config and the search space
-SWEEP_FLAGS = (
-    "data.data_dir", "data.sequence", "data.limit_train", "data.limit_test", "train.epochs",
-    "train.batch_size", "train.seed",
-)  # fmt: skip
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a mistake is the one line every other error is, without the usage."""
-
-    def error(self, message: str):
-        self.exit(2, f"fashion-tcn: error: {message} (see {self.prog} --help)\n")
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="fashion-tcn",
-        description=("Temporal Convolutional Networks on Fashion-MNIST read as sequences."),
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    train = commands.add_parser("train", help="train a model into a run directory and test it")
-    train.add_argument("--config", type=Path, help="YAML or TOML file; flags override it")
-    train.add_argument("--run-dir", type=Path, help="default: runs/<time>-<model>-<sequence>")
-    train.add_argument(
-        "--resume", action="store_true", help="continue the run in --run-dir from its last epoch"
-    )
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_config_flags(train)
-
-    sweep = commands.add_parser("sweep", help="Optuna search; each trial is a training run")
-    sweep.add_argument(
-        "--config", type=Path, help="base config (YAML/TOML) every trial starts from"
-    )
-    sweep.add_argument("--space", type=Path, help="search space file (default: the package's)")
-    sweep.add_argument(
-        "--trials", type=int, default=20, help="finished trials the study should hold"
-    )
-    sweep.add_argument("--storage", help="SQLAlchemy URL; default sqlite:///OUT/study.db")
-    sweep.add_argument("--study", default="fashion-tcn", help="study name (join or resume it)")
-    sweep.add_argument("--jobs", type=int, default=1, help="worker processes on this machine")
-    sweep.add_argument("--out", type=Path, default=Path("runs/sweep"), help="trials, tables, plots")
-    sweep.add_argument(
-        "--heartbeat",
-        type=int,
-        default=60,
-        help="seconds; a silent worker's trial fails after twice this",
-    )
-    add_config_flags(sweep, only=SWEEP_FLAGS)
-
-    evaluate = commands.add_parser(
-        "evaluate", help="test a run's best model, print and rewrite metrics"
-    )
-    evaluate.add_argument("run_dir", type=Path)
-    evaluate.add_argument("--data-dir", help="folder with the IDX .gz files or Kaggle CSVs")
-
-    predict = commands.add_parser("predict", help="classify PNG/JPG images, CSV rows, .npy arrays")
-    predict.add_argument("run_dir", type=Path)
-    predict.add_argument("inputs", nargs="+", help="image files, Kaggle-style CSVs, .npy arrays")
-    predict.add_argument("--top", type=int, default=3, help="classes to show (3)")
-    predict.add_argument(
-        "--stream",
-        action="store_true",
-        help="show how the prediction changes as the sequence arrives (TCN)",
-    )
-    predict.add_argument("--json", action="store_true", help="machine-readable output")
-
-    export = commands.add_parser("export", help="SavedModel (TF Serving) or TFLite")
-    export.add_argument("run_dir", type=Path)
-    export.add_argument(
-        "--format",
-        choices=("savedmodel", "tflite", "step"),
-        default="savedmodel",
-        help="step: a TFLite stream step of a TCN (one step + state in, prediction + state out)",
-    )
-    export.add_argument("-o", "--out", type=Path, help="default: RUN_DIR/export/...")
-
-    report_cmd = commands.add_parser(
-        "report", help="write a self-contained HTML report of one run, or compare several"
-    )
-    report_cmd.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
-    report_cmd.add_argument(
-        "-o",
-        "--out",
-        type=Path,
-        help="HTML file to write (default RUN_DIR/report.html; required for several runs)",
-    )
-
-    data_cmd = commands.add_parser("data", help="find (or download) and verify Fashion-MNIST")
-    data_cmd.add_argument("--data-dir", help="folder with the IDX .gz files or Kaggle CSVs")
-    return parser
 
 
 def _check_resume(saved: Config, new: Config) -> None:
@@ -412,7 +321,7 @@ def _print_trial(trial) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     command = {
         "train": _train,
         "evaluate": _evaluate,

@@ -95,25 +95,55 @@ def option(
     metavar: str | None = None,
     *,
     choices: tuple[str, ...] | None = None,
+    within: str | None = None,
     flag: str | None = None,
 ) -> Any:
-    """A config field with what its command-line flag needs (`flags.add_config_flags`): help
-    text, choices, a metavar, and a flag name when it differs from the field's."""
-    meta = {"help": doc, "metavar": metavar, "choices": choices, "flag": flag}
+    """A config field, declared once: its default, help text, the values it may take (`choices`,
+    or a range `within` like ">= 1", "> 0", "[0, 1)"), a metavar, and its flag's name when that
+    differs from the field's. Sections check them; `flags.add_config_flags` makes the flags."""
+    meta = {"help": doc, "metavar": metavar, "choices": choices, "within": within, "flag": flag}
     return field(default=default, metadata=meta)
 
 
+def _number(text: str) -> float:
+    base, _, power = text.strip(" [()]").partition("**")
+    return float(base) ** float(power or 1)
+
+
+def _inside(value: float, within: str) -> bool:
+    """`value` in a range written as ">= a", "> a", "[a, b)", "(a, b)", "[a, b]" ..."""
+    if not math.isfinite(value):
+        return False
+    if within.startswith(">"):
+        bound = _number(within.lstrip(">="))
+        return value >= bound if within.startswith(">=") else value > bound
+    low, high = (_number(part) for part in within.split(","))
+    return (value >= low if within[0] == "[" else value > low) and (
+        value <= high if within[-1] == "]" else value < high
+    )
+
+
 class _Section:
-    """A config section: `__post_init__` checks each field's declared choices (`option`)."""
+    """A config section: `__post_init__` checks every field's declared choices and range."""
 
     def __post_init__(self) -> None:
         for field_ in fields(self):
-            value, choices = getattr(self, field_.name), field_.metadata.get("choices")
-            name = (field_.metadata.get("flag") or field_.name).replace("_", " ")
-            _check(
-                value is None or choices is None or value in choices,
-                f"unknown {name} {value!r}; choose from {', '.join(choices or ())}",
-            )
+            value, meta = getattr(self, field_.name), field_.metadata
+            if value is None:
+                continue
+            if meta["choices"] is not None:
+                name = (meta["flag"] or field_.name).replace("_", " ")
+                _check(
+                    value in meta["choices"],
+                    f"unknown {name} {value!r}; choose from {', '.join(meta['choices'])}",
+                )
+            if meta["within"] is not None:
+                within = meta["within"]
+                _check(
+                    _inside(value, within),
+                    f"{field_.name} must be {'' if within[0] == '>' else 'in '}{within}, "
+                    f"got {value}",
+                )
 
 
 def _check(ok: bool, message: str) -> None:
@@ -128,31 +158,31 @@ class DataConfig(_Section):
         "Debian's package, the cache, then a download)"
     )  # fmt: skip
     sequence: str = option("rows", "how an image becomes a sequence", choices=SEQUENCE_MODES)
-    limit_train: int | None = option(None, "random N training images, for quick runs", "N")
-    limit_test: int | None = option(None, "random N test images, for quick runs", "N")
-    val_fraction: float = option(0.1, "share of training held out to choose epochs and tune")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        for name in ("limit_train", "limit_test"):
-            value = getattr(self, name)
-            _check(value is None or value >= 10, f"{name} must be >= 10, got {value}")
-        _check(
-            0 < self.val_fraction < 0.5,
-            f"val_fraction must be in (0, 0.5), got {self.val_fraction}",
-        )
+    limit_train: int | None = option(
+        None, "random N training images, for quick runs", "N", within=">= 10"
+    )
+    limit_test: int | None = option(
+        None, "random N test images, for quick runs", "N", within=">= 10"
+    )
+    val_fraction: float = option(
+        0.1, "share of training held out to choose epochs and tune", within="(0, 0.5)"
+    )
 
 
 @dataclass
 class ModelConfig(_Section):
     kind: str = option("tcn", "architecture", choices=MODEL_KINDS, flag="model")
-    filters: int | None = option(None, "TCN channels (default: the sequence mode's)")
-    kernel_size: int | None = option(None, "taps per convolution (default: the mode's)")
+    filters: int | None = option(None, "TCN channels (default: the sequence mode's)", within=">= 1")
+    kernel_size: int | None = option(
+        None, "taps per convolution (default: the mode's)", within=">= 2"
+    )
     dilations: list[int] | None = option(
         None, "one residual block per dilation, e.g. 1,2,4,8 (default: the mode's)"
     )
-    stacks: int | None = option(None, "times the dilation list is repeated (default: the mode's)")
-    dropout: float | None = option(None, "spatial dropout after each convolution")
+    stacks: int | None = option(
+        None, "times the dilation list is repeated (default: the mode's)", within=">= 1"
+    )
+    dropout: float | None = option(None, "spatial dropout after each convolution", within="[0, 1)")
     activation: str = option("relu", "activation", choices=ACTIVATIONS)
     norm: str | None = option(None, "normalization in each block", choices=NORMS)
     skip_connections: bool = option(False, "WaveNet-style sum of every block's output")
@@ -161,33 +191,19 @@ class ModelConfig(_Section):
         choices=POOLINGS,
     )  # fmt: skip
     allow_short_receptive_field: bool = option(False, "train even if step T cannot see step 0")
-    units: int | None = option(None, "lstm/gru hidden units (default: sized to ~70K parameters)")
+    units: int | None = option(
+        None, "lstm/gru hidden units (default: sized to ~70K parameters)", within=">= 1"
+    )
     step_filters: int | None = option(
         None, "TCN on rows/columns: convolve across each row's pixels first with this many "
-        "channels (layers.StepEncoder); 0 = off (default 8 on rows/columns)"
+        "channels (layers.StepEncoder); 0 = off (default 8 on rows/columns)", within=">= 0"
     )  # fmt: skip
-    step_stages: int = option(1, "step encoder conv-conv-pool stages (each halves the row)")
+    step_stages: int = option(
+        1, "step encoder conv-conv-pool stages (each halves the row)", within=">= 1"
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check(
-            self.filters is None or self.filters >= 1, f"filters must be >= 1, got {self.filters}"
-        )
-        _check(
-            self.kernel_size is None or self.kernel_size >= 2,
-            f"kernel_size must be >= 2, got {self.kernel_size}",
-        )
-        _check(self.units is None or self.units >= 1, f"units must be >= 1, got {self.units}")
-        _check(
-            self.step_filters is None or self.step_filters >= 0,
-            f"step_filters must be >= 0, got {self.step_filters}",
-        )
-        _check(self.step_stages >= 1, f"step_stages must be >= 1, got {self.step_stages}")
-        _check(self.stacks is None or self.stacks >= 1, f"stacks must be >= 1, got {self.stacks}")
-        _check(
-            self.dropout is None or 0 <= self.dropout < 1,
-            f"dropout must be in [0, 1), got {self.dropout}",
-        )
         if self.dilations is not None:
             _check(
                 len(self.dilations) > 0 and all(int(d) >= 1 for d in self.dilations),
@@ -210,21 +226,15 @@ class AugmentConfig(_Section):
         "none", "preset that fills every transform left unset", choices=tuple(AUGMENT_PRESETS),
         flag="augment",
     )  # fmt: skip
-    translate: float | None = option(None, "max shift, fraction of 28 px (0.1 = 2.8 px), each axis")
-    flip: float | None = option(None, "probability of a horizontal flip")
-    rotate: float | None = option(None, "max rotation in degrees, either way")
-    zoom: float | None = option(None, "max zoom in or out, as a fraction")
-    erase: float | None = option(None, "probability of erasing one random rectangle (cutout)")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        limits = {"translate": 0.5, "flip": 1.0, "rotate": 180.0, "zoom": 0.9, "erase": 1.0}
-        for name, top in limits.items():
-            value = getattr(self, name)
-            _check(
-                value is None or (math.isfinite(value) and 0 <= value <= top),
-                f"augment {name} must be in [0, {top:g}], got {value}",
-            )
+    translate: float | None = option(
+        None, "max shift, fraction of 28 px (0.1 = 2.8 px), each axis", within="[0, 0.5]"
+    )
+    flip: float | None = option(None, "probability of a horizontal flip", within="[0, 1]")
+    rotate: float | None = option(None, "max rotation in degrees, either way", within="[0, 180]")
+    zoom: float | None = option(None, "max zoom in or out, as a fraction", within="[0, 0.9]")
+    erase: float | None = option(
+        None, "probability of erasing one random rectangle (cutout)", within="[0, 1]"
+    )
 
     @property
     def active(self) -> bool:
@@ -233,62 +243,45 @@ class AugmentConfig(_Section):
 
 @dataclass
 class TrainConfig(_Section):
-    epochs: int | None = option(None, "epochs (default: the sequence mode's)")
-    batch_size: int = option(128, "images per step")
-    lr: float = option(2e-3, "learning rate (peak of the cosine schedule)")
+    epochs: int | None = option(None, "epochs (default: the sequence mode's)", within=">= 1")
+    batch_size: int = option(128, "images per step", within=">= 1")
+    lr: float = option(2e-3, "learning rate (peak of the cosine schedule)", within="> 0")
     optimizer: str = option("adamw", "optimizer", choices=OPTIMIZERS)
     weight_decay: float | None = option(
-        None, "decoupled weight decay (default: 0.05 for adamw, chosen on validation; else 0)"
+        None,
+        "decoupled weight decay (default: 0.05 for adamw, chosen on validation; else 0)",
+        within=">= 0",
     )
-    momentum: float = option(0.9, "sgd and rmsprop only")
+    momentum: float = option(0.9, "sgd and rmsprop only", within="[0, 1)")
     schedule: str = option(
         "cosine", "learning rate: constant, cosine to 0 over all epochs, or halved on a "
         "validation plateau", choices=SCHEDULES
     )  # fmt: skip
-    clipnorm: float | None = option(None, "clip each gradient's norm (long pixel sequences)")
-    early_stopping: int = option(0, "patience in epochs on val_accuracy; 0 = off", "PATIENCE")
+    clipnorm: float | None = option(
+        None, "clip each gradient's norm (long pixel sequences)", within="> 0"
+    )
+    early_stopping: int = option(
+        0, "patience in epochs on val_accuracy; 0 = off", "PATIENCE", within=">= 0"
+    )
     tensorboard: bool = option(False, "write TensorBoard logs into the run directory")
-    seed: int = option(0, "one seed for data split, permutation, init, shuffling, dropout")
+    seed: int = option(
+        0, "one seed for data split, permutation, init, shuffling, dropout", within="[0, 2**32)"
+    )
     anytime_loss: float = option(
         0.0, "weight of the mean loss over earlier steps (TCN): good predictions before the "
-        "whole sequence has arrived", "WEIGHT"
+        "whole sequence has arrived", "WEIGHT", within=">= 0"
     )  # fmt: skip
-    label_smoothing: float = option(0.0, "share of each target spread over all classes")
+    label_smoothing: float = option(
+        0.0, "share of each target spread over all classes", within="[0, 1)"
+    )
     ema: float = option(
         0.0, "momentum of a moving average of the weights, which replaces them after every "
-        "epoch; 0 = off", "MOMENTUM"
+        "epoch; 0 = off", "MOMENTUM", within="[0, 1)"
     )  # fmt: skip
     precision: str = option(
         "auto", "Keras dtype policy (softmax stays float32); auto: the fastest measured on the "
         "device, float32 on a CPU, bfloat16 on a GPU", choices=PRECISIONS
     )  # fmt: skip
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check(self.epochs is None or self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
-        _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
-        _check(
-            math.isfinite(self.lr) and self.lr > 0, f"lr must be a positive number, got {self.lr}"
-        )
-        _check(
-            self.weight_decay is None or self.weight_decay >= 0,
-            f"weight_decay must be >= 0, got {self.weight_decay}",
-        )
-        _check(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
-        _check(
-            self.clipnorm is None or self.clipnorm > 0, f"clipnorm must be > 0, got {self.clipnorm}"
-        )
-        _check(
-            0 <= self.label_smoothing < 1,
-            f"label_smoothing must be in [0, 1), got {self.label_smoothing}",
-        )
-        _check(0 <= self.ema < 1, f"ema must be in [0, 1), got {self.ema}")
-        _check(self.early_stopping >= 0, f"early_stopping must be >= 0, got {self.early_stopping}")
-        _check(0 <= self.seed < 2**32, f"seed must be in [0, 2**32), got {self.seed}")
-        _check(
-            math.isfinite(self.anytime_loss) and self.anytime_loss >= 0,
-            f"anytime_loss must be a number >= 0, got {self.anytime_loss}",
-        )
 
 
 ADAMW_WEIGHT_DECAY = 0.05  # AdamW's default decay here; Keras's own (0.004) barely regularises
@@ -297,29 +290,17 @@ ADAMW_WEIGHT_DECAY = 0.05  # AdamW's default decay here; Keras's own (0.004) bar
 # pixels/permuted follow Bai et al. (2018): 8 levels x 25 filters, kernel 7 (receptive field 3061).
 MODE_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "rows": {
-        "model": {
-            "filters": 64,
-            "kernel_size": 3,
-            "dilations": [1, 2, 4, 8],
-            "dropout": 0.05,
-            "norm": "weight",
-            "stacks": 2,
-            "step_filters": 8,  # +1 point of validation at 20 epochs (README, issue 14)
-        },
+        "model": {"filters": 64, "kernel_size": 3, "dilations": [1, 2, 4, 8], "dropout": 0.05,
+                  "norm": "weight", "stacks": 2,
+                  "step_filters": 8},  # +1 point of validation at 20 epochs (README, issue 14)
         "train": {"epochs": 20},
     },
     "pixels": {
-        "model": {
-            "filters": 25,
-            "kernel_size": 7,
-            "dilations": [2**i for i in range(8)],
-            "dropout": 0.05,
-            "norm": "layer",
-            "stacks": 1,
-        },
+        "model": {"filters": 25, "kernel_size": 7, "dilations": [2**i for i in range(8)],
+                  "dropout": 0.05, "norm": "layer", "stacks": 1},
         "train": {"epochs": 20},
     },
-}
+}  # fmt: skip
 MODE_DEFAULTS["columns"] = MODE_DEFAULTS["rows"]
 MODE_DEFAULTS["permuted"] = MODE_DEFAULTS["pixels"]
 

@@ -370,10 +370,7 @@ def download(cache_dir: Path, *, mirrors: Sequence[str] = MIRRORS, timeout: floa
     return cache_dir
 
 
-_download = download  # find_data_dir's `download` flag shadows the function
-
-
-def find_data_dir(data_dir: str | Path | None = None, *, download: bool = True) -> Path:
+def find_data_dir(data_dir: str | Path | None = None, *, may_download: bool = True) -> Path:
     """Locate Fashion-MNIST: data_dir, $FASHION_TCN_DATA, the Debian package, the cache, a download.
 
     A directory the user names (argument or environment) is used or rejected, never skipped.
@@ -386,12 +383,12 @@ def find_data_dir(data_dir: str | Path | None = None, *, download: bool = True) 
     for candidate in (DEBIAN_DIR, cache):
         if _has_idx(candidate) or _has_csv(candidate):
             return candidate
-    if not download:
+    if not may_download:
         raise DataError(
             f"Fashion-MNIST: not in {DEBIAN_DIR} or {cache}, and download is off; {_HOW_TO_PROVIDE}"
         )
     try:
-        return _download(cache, mirrors=MIRRORS)
+        return download(cache, mirrors=MIRRORS)
     except DataError as err:
         raise DataError(
             f"Fashion-MNIST: not in {DEBIAN_DIR} or {cache}, and the download from the mirrors "
@@ -400,14 +397,14 @@ def find_data_dir(data_dir: str | Path | None = None, *, download: bool = True) 
 
 
 def load_fashion_mnist(
-    data_dir: str | Path | None = None, *, download: bool = True
+    data_dir: str | Path | None = None, *, may_download: bool = True
 ) -> tuple[Split, Split]:
     """Return (train, test), from verified IDX files if the directory has them, else the CSVs.
 
     The same files are read once per process (the CLI checks the data before TensorFlow loads,
     then trains on it): the cache key holds each file's size and modification time.
     """
-    found = find_data_dir(data_dir, download=download).resolve()
+    found = find_data_dir(data_dir, may_download=may_download).resolve()
     stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(found.iterdir()))
     return _load(found, stamp)
 

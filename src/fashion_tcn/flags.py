@@ -1,5 +1,6 @@
-"""Command-line flags generated from the config dataclasses: a field is declared once, in
-config.py, with its help text (`config.option`), and its flag follows from it.
+"""The command line: `build_parser` makes the `fashion-tcn` commands, and each config field's
+flag is generated from its dataclass field: declared once, in config.py, with its help text
+(`config.option`).
 
 `--filters 32` sets `model.filters`; a boolean field gets `--x` and `--no-x`, so a flag can switch
 off a `true` from a config file; `--dilations` takes `1,2,4,8`. A flag left out leaves the config
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterable
 from dataclasses import fields
+from pathlib import Path
 from types import UnionType
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
@@ -80,3 +82,97 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
         for dest, value in vars(args).items()
         if "." in dest and dest.split(".")[0] in SECTIONS
     }
+
+
+# what a sweep takes from flags; the rest comes from --config and the search space
+SWEEP_FLAGS = (
+    "data.data_dir", "data.sequence", "data.limit_train", "data.limit_test", "train.epochs",
+    "train.batch_size", "train.seed",
+)  # fmt: skip
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a mistake is the one line every other error is, without the usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"fashion-tcn: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `fashion-tcn` command line: its commands, and `train`'s flags from the config."""
+    parser = _Parser(
+        prog="fashion-tcn",
+        description=("Temporal Convolutional Networks on Fashion-MNIST read as sequences."),
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a model into a run directory and test it")
+    train.add_argument("--config", type=Path, help="YAML or TOML file; flags override it")
+    train.add_argument("--run-dir", type=Path, help="default: runs/<time>-<model>-<sequence>")
+    train.add_argument(
+        "--resume", action="store_true", help="continue the run in --run-dir from its last epoch"
+    )
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_config_flags(train)
+
+    sweep = commands.add_parser("sweep", help="Optuna search; each trial is a training run")
+    sweep.add_argument(
+        "--config", type=Path, help="base config (YAML/TOML) every trial starts from"
+    )
+    sweep.add_argument("--space", type=Path, help="search space file (default: the package's)")
+    sweep.add_argument(
+        "--trials", type=int, default=20, help="finished trials the study should hold"
+    )
+    sweep.add_argument("--storage", help="SQLAlchemy URL; default sqlite:///OUT/study.db")
+    sweep.add_argument("--study", default="fashion-tcn", help="study name (join or resume it)")
+    sweep.add_argument("--jobs", type=int, default=1, help="worker processes on this machine")
+    sweep.add_argument("--out", type=Path, default=Path("runs/sweep"), help="trials, tables, plots")
+    sweep.add_argument(
+        "--heartbeat",
+        type=int,
+        default=60,
+        help="seconds; a silent worker's trial fails after twice this",
+    )
+    add_config_flags(sweep, only=SWEEP_FLAGS)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="test a run's best model, print and rewrite metrics"
+    )
+    evaluate.add_argument("run_dir", type=Path)
+    evaluate.add_argument("--data-dir", help="folder with the IDX .gz files or Kaggle CSVs")
+
+    predict = commands.add_parser("predict", help="classify PNG/JPG images, CSV rows, .npy arrays")
+    predict.add_argument("run_dir", type=Path)
+    predict.add_argument("inputs", nargs="+", help="image files, Kaggle-style CSVs, .npy arrays")
+    predict.add_argument("--top", type=int, default=3, help="classes to show (3)")
+    predict.add_argument(
+        "--stream",
+        action="store_true",
+        help="show how the prediction changes as the sequence arrives (TCN)",
+    )
+    predict.add_argument("--json", action="store_true", help="machine-readable output")
+
+    export = commands.add_parser("export", help="SavedModel (TF Serving) or TFLite")
+    export.add_argument("run_dir", type=Path)
+    export.add_argument(
+        "--format",
+        choices=("savedmodel", "tflite", "step"),
+        default="savedmodel",
+        help="step: a TFLite stream step of a TCN (one step + state in, prediction + state out)",
+    )
+    export.add_argument("-o", "--out", type=Path, help="default: RUN_DIR/export/...")
+
+    report_cmd = commands.add_parser(
+        "report", help="write a self-contained HTML report of one run, or compare several"
+    )
+    report_cmd.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
+    report_cmd.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        help="HTML file to write (default RUN_DIR/report.html; required for several runs)",
+    )
+
+    data_cmd = commands.add_parser("data", help="find (or download) and verify Fashion-MNIST")
+    data_cmd.add_argument("--data-dir", help="folder with the IDX .gz files or Kaggle CSVs")
+    return parser
