@@ -196,7 +196,7 @@ class ModelConfig(_Section):
     )
     step_filters: int | None = option(
         None, "TCN on rows/columns: convolve across each row's pixels first with this many "
-        "channels (layers.StepEncoder); 0 = off (default 8 on rows/columns)", within=">= 0"
+        "channels (encoder.StepEncoder); 0 = off (default 8 on rows/columns)", within=">= 0"
     )  # fmt: skip
     step_stages: int = option(
         1, "step encoder conv-conv-pool stages (each halves the row)", within=">= 1"
