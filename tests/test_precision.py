@@ -59,7 +59,7 @@ def test_streaming_follows_the_full_pass(run, images):
 
 
 def test_savedmodel_export_gives_the_same_predictions(run, images, tmp_path):
-    import tensorflow as tf
+    tf = pytest.importorskip("tensorflow", reason="export writes TensorFlow formats")
 
     from fashion_tcn.cli import main
 
