@@ -240,12 +240,12 @@ def export(run_dir: Path, fmt: str, out: Path | None = None) -> Path:
 
         if not any(isinstance(layer, TCN) for layer in model.layers):
             raise ConfigError(f"{run_dir}: --format step streams TCN models only")
-        return export_step(model, out or run.export_dir / "step.tflite")
-    saved = out if fmt == "savedmodel" and out else run.export_dir / "savedmodel"
+        return export_step(model, out or run.step_export)
+    saved = out if fmt == "savedmodel" and out else run.savedmodel_export
     model.export(str(saved), format="tf_saved_model", verbose=False)
     if fmt == "savedmodel":
         return saved
-    target = out or run.export_dir / "model.tflite"
+    target = out or run.tflite_export
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as partial:
         partial.write_bytes(tf.lite.TFLiteConverter.from_saved_model(str(saved)).convert())

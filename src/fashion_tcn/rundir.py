@@ -61,6 +61,9 @@ class RunDir:
     anytime_plot = _File("anytime.png")
     report_file = _File("report.html")
     export_dir = _File("export")
+    savedmodel_export = _File("export/savedmodel")
+    tflite_export = _File("export/model.tflite")
+    step_export = _File("export/step.tflite")
     tensorboard_dir = _File("tensorboard")
 
     def __init__(self, path: str | os.PathLike):

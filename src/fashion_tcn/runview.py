@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -162,10 +161,7 @@ def facts(run: RunView) -> dict:
         values = values[np.isfinite(values)]
         return float(values.mean()) if values.size else None
 
-    parameters = metrics.get("parameters")
-    if parameters is None and run.summary:
-        found = re.search(r"Total params:\s*([\d,]+)", run.summary)
-        parameters = int(found.group(1).replace(",", "")) if found else None
+    parameters = metrics.get("parameters")  # without metrics.json, summary.txt shows them
     test_set = metrics.get("test_set")
     if metrics.get("num_examples") is not None:
         examples = f"{metrics['num_examples']:,} examples"
