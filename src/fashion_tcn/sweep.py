@@ -64,14 +64,15 @@ def make_storage(url: str, heartbeat: int = 60) -> optuna.storages.RDBStorage:
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(1),
         )
 
-    try:
-        return storage()
-    except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
-        # two workers creating a new study database at once: one loses the race to create the
-        # tables or write the schema version (tests/test_sweep.py saw it fail one worker in
-        # three); by the next try the tables exist
-        time.sleep(1.0)
-        return storage()
+    for _ in range(2):
+        try:
+            return storage()
+        except sqlalchemy.exc.DBAPIError:
+            # two workers creating a new study database at once: one loses the race to create
+            # the tables or write the schema version (tests/test_sweep.py saw it on SQLite and
+            # on PostgreSQL); a moment later the tables exist
+            time.sleep(1.0)
+    return storage()
 
 
 def check_storage(url: str, heartbeat: int = 60) -> optuna.storages.RDBStorage:
