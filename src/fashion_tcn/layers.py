@@ -29,10 +29,16 @@ class CausalConv1D(keras.layers.Layer):
 
     Call arguments:
         inputs: (batch, steps, channels).
+        cache: optional (batch, history, channels), the inputs before these; then the call
+            returns `(outputs, new_cache)`, so a stream feeds steps one or a chunk at a time.
 
     Example:
-        >>> CausalConv1D(8, 3, dilation_rate=2)(keras.ops.ones((1, 10, 4))).shape
+        >>> conv = CausalConv1D(8, 3, dilation_rate=2)
+        >>> conv(keras.ops.ones((1, 10, 4))).shape
         (1, 10, 8)
+        >>> y, cache = conv(keras.ops.ones((1, 1, 4)), cache=keras.ops.zeros((1, 4, 4)))
+        >>> y.shape, cache.shape
+        ((1, 1, 8), (1, 4, 4))
     """
 
     def __init__(
