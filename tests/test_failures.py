@@ -151,17 +151,9 @@ CASES: dict[str, Case] = {
     "units 0": (lambda c: ["train", "--units", "0"], 2, "units must be >= 1"),
     "val fraction 0.9": (lambda c: ["train", "--val-fraction", "0.9"], 2, "val_fraction"),
     "limit train 5": (lambda c: ["train", "--limit-train", "5"], 2, "limit_train must be >= 10"),
-    "translate 2": (
-        lambda c: ["train", "--translate", "2"],
-        2,
-        "[augment] translate must be in [0, 0.5]",
-    ),
+    "translate 2": (lambda c: ["train", "--translate", "2"], 2, "translate must be in [0, 0.5]"),
     "flip negative": (lambda c: ["train", "--flip", "-0.1"], 2, "[augment] flip must be in [0, 1]"),
-    "rotate inf": (
-        lambda c: ["train", "--rotate", "inf"],
-        2,
-        "[augment] rotate must be in [0, 180]",
-    ),
+    "rotate inf": (lambda c: ["train", "--rotate", "inf"], 2, "rotate must be in [0, 180]"),
     "clipnorm 0": (lambda c: ["train", "--clipnorm", "0"], 2, "clipnorm must be > 0"),
     "weight decay negative": (
         lambda c: ["train", "--weight-decay", "-1"],

@@ -264,16 +264,12 @@ class TrainConfig(_Section):
         0, "patience in epochs on val_accuracy; 0 = off", "PATIENCE", within=">= 0"
     )
     tensorboard: bool = option(False, "write TensorBoard logs into the run directory")
-    seed: int = option(
-        0, "one seed for data split, permutation, init, shuffling, dropout", within="[0, 2**32)"
-    )
+    seed: int = option(0, "seeds split, permutation, init, shuffling, dropout", within="[0, 2**32)")
     anytime_loss: float = option(
         0.0, "weight of the mean loss over earlier steps (TCN): good predictions before the "
         "whole sequence has arrived", "WEIGHT", within=">= 0"
     )  # fmt: skip
-    label_smoothing: float = option(
-        0.0, "share of each target spread over all classes", within="[0, 1)"
-    )
+    label_smoothing: float = option(0.0, "share of each target spread evenly", within="[0, 1)")
     ema: float = option(
         0.0, "momentum of a moving average of the weights, which replaces them after every "
         "epoch; 0 = off", "MOMENTUM", within="[0, 1)"
