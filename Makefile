@@ -17,7 +17,7 @@ demo: data
 	$(BIN)/fashion-tcn train
 
 # The fast tiers run in two processes (pytest-xdist; a file's tests stay in one process, so the
-# PostgreSQL sweep test starts one server): 12 min instead of 20 on the 2-core CPU.
+# PostgreSQL sweep test starts one server); timings in the README, "Development".
 XDIST := -n 2 --dist loadfile
 
 test: data test-system
