@@ -78,12 +78,6 @@ class RunDir:
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, RunDir) and other.path == self.path
-
-    def __hash__(self) -> int:
-        return hash(self.path)
-
     def is_empty(self) -> bool:
         return not self.path.exists() or not any(self.path.iterdir())
 
@@ -118,9 +112,6 @@ class RunDir:
     def best_val_accuracy(self) -> float | None:
         """The validation accuracy of the epoch saved as model.keras (None before the first)."""
         return max((float(row["val_accuracy"]) for row in self.history()), default=None)
-
-    def metrics(self) -> dict:
-        return json.loads(self.metrics_file.read_text())
 
     # writing (atomically)
 
