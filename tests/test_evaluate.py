@@ -217,3 +217,27 @@ def test_confident_mistakes_are_wrong_and_sorted() -> None:
     probs = np.array([[0.9, 0.1, 0], [0.8, 0.2, 0], [0.1, 0.3, 0.6], [0.2, 0.7, 0.1]])
     assert confident_mistakes(y, probs).tolist() == [1, 3]
     assert confident_mistakes(y, probs, k=1).tolist() == [1]
+
+
+def test_calibration_error_is_zero_when_confidence_matches_accuracy_and_temperature_mends_it():
+    from fashion_tcn.evaluate import (
+        expected_calibration_error,
+        fit_temperature,
+        reliability,
+        with_temperature,
+    )
+
+    rng = np.random.default_rng(0)
+    n, classes = 20_000, 10
+    logits = rng.normal(size=(n, classes)) * 2.0
+    calibrated = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    labels = np.array([rng.choice(classes, p=p) for p in calibrated])  # drawn from the probs
+    assert expected_calibration_error(labels, calibrated) < 0.02
+    overconfident = with_temperature(calibrated, 0.4)  # sharper: same argmax, more confident
+    assert (overconfident.argmax(1) == calibrated.argmax(1)).all()
+    assert expected_calibration_error(labels, overconfident) > 0.1
+    bins = reliability(labels, overconfident)
+    assert sum(b["count"] for b in bins) == n and all(b["confidence"] > b["low"] for b in bins)
+    temperature = fit_temperature(labels, overconfident)
+    assert temperature == pytest.approx(2.5, rel=0.1)  # undoes the 0.4
+    assert expected_calibration_error(labels, with_temperature(overconfident, temperature)) < 0.02

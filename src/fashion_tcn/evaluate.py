@@ -130,6 +130,54 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: Sequence
     }
 
 
+def reliability(y_true: np.ndarray, probs: np.ndarray, bins: int = 15) -> list[dict]:
+    """Per confidence bin (equal width on [0, 1]): how many predictions, their mean confidence
+    and their accuracy; the reliability diagram's bars. Empty bins are left out."""
+    confidence, correct = probs.max(axis=1), probs.argmax(axis=1) == np.asarray(y_true)
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    return [
+        {
+            "low": b / bins,
+            "high": (b + 1) / bins,
+            "count": int((which == b).sum()),
+            "confidence": float(confidence[which == b].mean()),
+            "accuracy": float(correct[which == b].mean()),
+        }
+        for b in range(bins)
+        if (which == b).any()
+    ]
+
+
+def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, bins: int = 15) -> float:
+    """ECE (Guo et al., 2017): the count-weighted mean gap between confidence and accuracy."""
+    rows = reliability(y_true, probs, bins)
+    total = sum(row["count"] for row in rows)
+    return float(
+        sum(row["count"] * abs(row["confidence"] - row["accuracy"]) for row in rows) / total
+    )
+
+
+def with_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Softmax probabilities rescaled as if their logits were divided by `temperature`."""
+    logits = np.log(np.clip(probs, 1e-30, 1.0)) / temperature
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def fit_temperature(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """The temperature that minimises the validation cross-entropy (Guo et al., 2017): one
+    number, so it changes confidence but never which class wins."""
+    from scipy.optimize import minimize_scalar
+
+    rows = np.arange(len(y_true))
+
+    def nll(log_t: float) -> float:
+        scaled = with_temperature(probs, float(np.exp(log_t)))
+        return float(-np.log(np.clip(scaled[rows, y_true], 1e-30, 1.0)).mean())
+
+    return float(np.exp(minimize_scalar(nll, bounds=(-3.0, 3.0), method="bounded").x))
+
+
 ANYTIME_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
