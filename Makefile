@@ -52,7 +52,7 @@ venv: $(BIN)/fashion-tcn
 
 $(BIN)/fashion-tcn: pyproject.toml
 	$(PYTHON) -m venv $(VENV) || { echo "python venv failed: on Debian/Ubuntu run '$(SUDO) apt-get install python3-venv'"; exit 1; }
-	$(BIN)/pip install --quiet -e '.[cpu,dev]'
+	$(BIN)/pip install --quiet -e '.[cpu,dev,onnx,dashboards]'
 	touch $@
 
 # The data: found or downloaded by fashion-tcn; offline, Debian's package provides it.

@@ -133,6 +133,20 @@ def test_exports_reload_with_the_same_predictions(run_dir, samples, tmp_path, fm
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="converts with TensorFlow")
+def test_onnx_export_predicts_like_the_keras_model_in_onnxruntime(run_dir, samples, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    out = tmp_path / "model.onnx"
+    assert main(["export", str(run_dir), "--format", "onnx", "--out", str(out)]) == 0
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["image"]
+    assert [o.name for o in session.get_outputs()] == ["probabilities"]
+    images = np.concatenate([samples[0], np.random.default_rng(0).integers(0, 256, (60, 28, 28))])
+    images = images.astype(np.uint8)  # any batch size: 64 here, 4 and 60 of them random
+    (got,) = session.run(None, {"image": images})
+    np.testing.assert_allclose(got, Predictor(run_dir).probabilities(images), atol=1e-4)
+
+
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TFLite needs TensorFlow")
 def test_step_export_streams_to_the_models_prediction(run_dir, samples, tmp_path):
     import tensorflow as tf

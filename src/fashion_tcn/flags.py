@@ -152,13 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--json", action="store_true", help="machine-readable output")
 
-    export = commands.add_parser("export", help="SavedModel (TF Serving) or TFLite")
+    export = commands.add_parser("export", help="SavedModel (TF Serving), TFLite or ONNX")
     export.add_argument("run_dir", type=Path)
     export.add_argument(
         "--format",
-        choices=("savedmodel", "tflite", "step"),
+        choices=("savedmodel", "tflite", "step", "onnx"),
         default="savedmodel",
-        help="step: a TFLite stream step of a TCN (one step + state in, prediction + state out)",
+        help="step: a TFLite stream step of a TCN (one step + state in, prediction + state "
+        "out); onnx: for onnxruntime (needs the onnx extra)",
     )
     export.add_argument("-o", "--out", type=Path, help="default: RUN_DIR/export/...")
 

@@ -64,6 +64,7 @@ class RunDir:
     savedmodel_export = _File("export/savedmodel")
     tflite_export = _File("export/model.tflite")
     step_export = _File("export/step.tflite")
+    onnx_export = _File("export/model.onnx")
     tensorboard_dir = _File("tensorboard")
 
     def __init__(self, path: str | os.PathLike):
