@@ -13,6 +13,7 @@ from PIL import Image
 from fashion_tcn.cli import main
 from fashion_tcn.data import load_fashion_mnist
 from fashion_tcn.predict import Predictor, fit_image, load_inputs
+from fashion_tcn.rundir import RunDir
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +117,7 @@ def test_exports_reload_with_the_same_predictions(run_dir, samples, tmp_path, fm
 
     out = tmp_path / ("sm" if fmt == "savedmodel" else "m.tflite")
     assert main(["export", str(run_dir), "--format", fmt, "--out", str(out)]) == 0
-    predictor = Predictor(run_dir)
+    predictor = Predictor(run_dir, calibrated=False)
     x = samples[0]  # the model takes uint8 images
     expected = predictor.probabilities(x)
     if fmt == "savedmodel":
@@ -144,7 +145,8 @@ def test_onnx_export_predicts_like_the_keras_model_in_onnxruntime(run_dir, sampl
     images = np.concatenate([samples[0], np.random.default_rng(0).integers(0, 256, (60, 28, 28))])
     images = images.astype(np.uint8)  # any batch size: 64 here, 4 and 60 of them random
     (got,) = session.run(None, {"image": images})
-    np.testing.assert_allclose(got, Predictor(run_dir).probabilities(images), atol=1e-4)
+    expected = Predictor(run_dir, calibrated=False).probabilities(images)
+    np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TFLite needs TensorFlow")
@@ -153,7 +155,7 @@ def test_step_export_streams_to_the_models_prediction(run_dir, samples, tmp_path
 
     out = tmp_path / "step.tflite"
     assert main(["export", str(run_dir), "--format", "step", "--out", str(out)]) == 0
-    predictor = Predictor(run_dir)
+    predictor = Predictor(run_dir, calibrated=False)
     images = samples[0][:3]
     x = predictor.sequences(images)  # (3, T, F)
     step = tf.lite.Interpreter(str(out)).get_signature_runner("step")
@@ -195,3 +197,32 @@ def test_tflite_export_on_another_backend_is_a_one_line_error(run_dir, monkeypat
     assert main(["export", str(run_dir), "--format", "tflite"]) == 2
     err = capsys.readouterr().err.strip()
     assert "KERAS_BACKEND=tensorflow" in err and "\n" not in err
+
+
+def test_predict_applies_the_runs_temperature_unless_told_not_to(run_dir, samples):
+    temperature = RunDir(run_dir).temperature()
+    assert temperature != 1.0  # fitted on the validation split when the run was tested
+    raw = Predictor(run_dir, calibrated=False).probabilities(samples[0])
+    calibrated = Predictor(run_dir).probabilities(samples[0])
+    np.testing.assert_array_equal(calibrated.argmax(axis=1), raw.argmax(axis=1))
+    logits = np.log(raw) / temperature
+    expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(calibrated, expected, rtol=1e-4, atol=1e-6)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    calibration = metrics["calibration"]
+    assert calibration["temperature"] == pytest.approx(temperature)
+    for key in ("reliability", "reliability_calibrated"):
+        assert sum(row["count"] for row in calibration[key]) == metrics["num_examples"]
+    assert (run_dir / "reliability.png").stat().st_size > 0
+
+
+def test_predict_no_calibrated_prints_the_models_own_probabilities(run_dir, tmp_path, capsys):
+    np.save(tmp_path / "x.npy", np.full((28, 28), 200, np.uint8))
+    tops = {}
+    for flag in ("--calibrated", "--no-calibrated"):
+        assert main(["predict", str(run_dir), str(tmp_path / "x.npy"), "--json", flag]) == 0
+        tops[flag] = json.loads(capsys.readouterr().out)[0]["top"][0]
+    raw = Predictor(run_dir, calibrated=False).probabilities(np.full((1, 28, 28), 200, np.uint8))
+    assert tops["--no-calibrated"]["probability"] == pytest.approx(float(raw.max()), abs=1e-6)
+    assert tops["--calibrated"]["class"] == tops["--no-calibrated"]["class"]
+    assert tops["--calibrated"]["probability"] != tops["--no-calibrated"]["probability"]

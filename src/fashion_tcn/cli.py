@@ -171,7 +171,7 @@ def _predict(args: argparse.Namespace) -> int:
     from fashion_tcn.predict import Predictor, load_inputs, top_k
 
     items = load_inputs(args.inputs)
-    predictor = Predictor(args.run_dir)
+    predictor = Predictor(args.run_dir, calibrated=args.calibrated)
     if args.stream and not predictor.can_stream():
         raise ConfigError(
             f"{args.run_dir}: --stream needs a TCN model, this is {predictor.cfg.model.kind}"

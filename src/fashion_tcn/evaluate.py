@@ -22,6 +22,7 @@ from fashion_tcn.splits import Splits, load_splits
 
 # Keras' epsilon and clipping for categorical cross-entropy, so the loss matches `model.evaluate`.
 _EPSILON = 1e-7
+RELIABILITY_BINS = 15
 
 TRUTH_TABLE_COLUMNS = ("class", "tp", "fp", "fn", "tn", "precision", "recall", "f1", "support")
 _COUNT_COLUMNS = ("tp", "fp", "fn", "tn", "support")
@@ -130,7 +131,7 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: Sequence
     }
 
 
-def reliability(y_true: np.ndarray, probs: np.ndarray, bins: int = 15) -> list[dict]:
+def reliability(y_true: np.ndarray, probs: np.ndarray, bins: int = RELIABILITY_BINS) -> list[dict]:
     """Per confidence bin (equal width on [0, 1]): how many predictions, their mean confidence
     and their accuracy; the reliability diagram's bars. Empty bins are left out."""
     confidence, correct = probs.max(axis=1), probs.argmax(axis=1) == np.asarray(y_true)
@@ -148,7 +149,9 @@ def reliability(y_true: np.ndarray, probs: np.ndarray, bins: int = 15) -> list[d
     ]
 
 
-def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, bins: int = 15) -> float:
+def expected_calibration_error(
+    y_true: np.ndarray, probs: np.ndarray, bins: int = RELIABILITY_BINS
+) -> float:
     """ECE (Guo et al., 2017): the count-weighted mean gap between confidence and accuracy."""
     rows = reliability(y_true, probs, bins)
     total = sum(row["count"] for row in rows)
@@ -176,6 +179,24 @@ def fit_temperature(y_true: np.ndarray, probs: np.ndarray) -> float:
         return float(-np.log(np.clip(scaled[rows, y_true], 1e-30, 1.0)).mean())
 
     return float(np.exp(minimize_scalar(nll, bounds=(-3.0, 3.0), method="bounded").x))
+
+
+def calibration(
+    y_val: np.ndarray, val_probs: np.ndarray, y_test: np.ndarray, probs: np.ndarray
+) -> dict:
+    """Temperature scaling fitted on the validation split; the test set's ECE and reliability
+    bins before and after it (accuracy is unchanged: the winning class stays the same)."""
+    temperature = fit_temperature(y_val, val_probs)
+    calibrated = with_temperature(probs, temperature)
+    return {
+        "temperature": temperature,
+        "validation_examples": len(y_val),
+        "bins": RELIABILITY_BINS,
+        "ece": expected_calibration_error(y_test, probs),
+        "ece_calibrated": expected_calibration_error(y_test, calibrated),
+        "reliability": reliability(y_test, probs),
+        "reliability_calibrated": reliability(y_test, calibrated),
+    }
 
 
 ANYTIME_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -238,12 +259,23 @@ def evaluate_run(run: RunDir, data_dir: str | None = None, *, splits: Splits | N
     if splits is None:
         splits = load_splits(cfg)
     model = run.model()
-    x_test = model_inputs(model, splits.x_test, cfg.data.sequence, run.permutation())
-    probs = final_probabilities(model.predict(x_test, batch_size=512, verbose=0))
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        x = model_inputs(model, images, cfg.data.sequence, run.permutation())
+        return final_probabilities(model.predict(x, batch_size=512, verbose=0))
+
+    probs = predict(splits.x_test)
     metrics = compute_metrics(splits.y_test, probs, CLASS_NAMES)
+    metrics["calibration"] = calibration(splits.y_val, predict(splits.x_val), splits.y_test, probs)
+    temperature = metrics["calibration"]["temperature"]
+    run.write_json(
+        run.calibration_file,
+        {"temperature": temperature, "fitted_on": f"validation ({len(splits.y_val)} images)"},
+    )
     if cfg.model.kind == "tcn":  # causal: the prediction after 10%, 20%, ... of the sequence
         steps = sequence_length(cfg.data.sequence)
         at = [max(1, round(f * steps)) - 1 for f in ANYTIME_FRACTIONS]
+        x_test = model_inputs(model, splits.x_test, cfg.data.sequence, run.permutation())
         partial = np.concatenate(
             [step_predictions(model, x_test[i : i + 512], at) for i in range(0, len(x_test), 512)]
         )
@@ -280,6 +312,7 @@ def evaluate_run(run: RunDir, data_dir: str | None = None, *, splits: Splits | N
         plots.plot_history(run.history_file, run.curves_plot)
     if metrics.get("anytime"):
         plots.plot_anytime(metrics["anytime"], run.anytime_plot)
+    plots.save(plots.reliability_figure(metrics["calibration"]), run.reliability_plot)
     return metrics
 
 

@@ -150,6 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="show how the prediction changes as the sequence arrives (TCN)",
     )
+    predict.add_argument(
+        "--calibrated",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="divide the logits by the temperature fitted on the validation split when the run "
+        "was tested (--no-calibrated: the model's own probabilities)",
+    )
     predict.add_argument("--json", action="store_true", help="machine-readable output")
 
     export = commands.add_parser("export", help="SavedModel (TF Serving), TFLite or ONNX")

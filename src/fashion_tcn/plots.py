@@ -224,6 +224,35 @@ def plot_anytime(anytime: Sequence[dict], path: Path) -> Path:
     return save(anytime_figure(columns), path)
 
 
+def reliability_figure(calibration: dict) -> Figure:
+    """Reliability diagrams before and after temperature scaling: per confidence bin, the
+    accuracy (bars) against the mean confidence (dots); on the diagonal a model is calibrated."""
+    fig = Figure(figsize=(8.0, 3.8), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    panels = (
+        ("reliability", "ece", "Model"),
+        ("reliability_calibrated", "ece_calibrated", f"T = {calibration['temperature']:.2f}"),
+    )
+    for ax, (bins_key, ece_key, title) in zip(axes, panels, strict=True):
+        rows = calibration[bins_key]
+        low = np.array([row["low"] for row in rows])
+        width = np.array([row["high"] - row["low"] for row in rows])
+        ax.bar(low, [row["accuracy"] for row in rows], width, align="edge", alpha=0.7,
+               edgecolor="white", label="accuracy")  # fmt: skip
+        ax.plot([row["confidence"] for row in rows], [row["confidence"] for row in rows], "o",
+                color="tab:red", markersize=4, label="mean confidence")  # fmt: skip
+        ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+        ax.set_xlabel("Confidence")
+        ax.set_title(f"{title}: ECE {calibration[ece_key]:.2%}")
+    axes[0].set_ylabel("Test accuracy")
+    axes[0].legend(loc="upper left", fontsize=8)
+    return fig
+
+
 def save(fig: Figure, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ from PIL import Image, UnidentifiedImageError
 
 from fashion_tcn.config import ConfigError
 from fashion_tcn.data import CLASS_NAMES
+from fashion_tcn.evaluate import with_temperature
 from fashion_tcn.files import atomic_path
 from fashion_tcn.layers import TCN
 from fashion_tcn.models import final_probabilities, model_inputs, takes_images
@@ -163,13 +164,15 @@ def load_inputs(paths: list[str | Path]) -> list[Item]:
 
 
 class Predictor:
-    """A run's best model with its sequence mode and permutation."""
+    """A run's best model with its sequence mode, permutation and calibration temperature
+    (`calibrated=False`: the model's own probabilities)."""
 
-    def __init__(self, run_dir: Path | RunDir):
+    def __init__(self, run_dir: Path | RunDir, calibrated: bool = True):
         run = RunDir(run_dir)
         self.cfg = run.config()
         self.model = run.model()
         self.permutation = run.permutation()
+        self.temperature = run.temperature() if calibrated else 1.0
 
     def sequences(self, images: np.ndarray) -> np.ndarray:
         return np.asarray(to_sequences(images, self.cfg.data.sequence, self.permutation))
@@ -177,7 +180,10 @@ class Predictor:
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """(N, 28, 28) uint8 -> (N, 10)."""
         x = model_inputs(self.model, images, self.cfg.data.sequence, self.permutation)
-        return final_probabilities(self.model.predict(x, verbose=0))
+        return self._calibrate(final_probabilities(self.model.predict(x, verbose=0)))
+
+    def _calibrate(self, probs: np.ndarray) -> np.ndarray:
+        return probs if self.temperature == 1.0 else with_temperature(probs, self.temperature)
 
     def can_stream(self) -> bool:
         return any(isinstance(layer, TCN) for layer in self.model.layers)
@@ -188,6 +194,7 @@ class Predictor:
 
         sequence = self.sequences(image[None])
         trajectory = StreamingClassifier(self.model, batch=1).run(sequence)[0]  # (T, 10)
+        trajectory = self._calibrate(trajectory)
         steps = len(trajectory)
         out = []
         for fraction in fractions:

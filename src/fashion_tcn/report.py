@@ -30,6 +30,7 @@ from fashion_tcn.plots import (
     confusion_figure,
     history_figure,
     overlay_figure,
+    reliability_figure,
 )
 from fashion_tcn.rundir import RunDir
 from fashion_tcn.runview import (
@@ -122,6 +123,19 @@ def _class_accuracy(run: RunView) -> _Image | None:
         math.nan if overall is None else overall,
     )
     return _figure(fig, f"{run.name}: accuracy per class")
+
+
+def _calibration(run: RunView) -> dict | None:
+    calibration = (run.metrics or {}).get("calibration")
+    if not calibration:
+        return None
+    return {
+        "temperature": f"{calibration['temperature']:.2f}",
+        "validation": f"{calibration['validation_examples']:,}",
+        "ece": fmt(calibration["ece"], "percent"),
+        "ece_calibrated": fmt(calibration["ece_calibrated"], "percent"),
+        "figure": _figure(reliability_figure(calibration), f"{run.name}: reliability diagrams"),
+    }
 
 
 def _confusion(run: RunView) -> list[_Image]:
@@ -245,6 +259,8 @@ def _run_view(run: RunView, anchor: str) -> dict:
         "confusion": _confusion(run),
         "truth": _truth(run),
         "class_accuracy": _class_accuracy(run),
+        "tested": run.metrics is not None,
+        "calibration": _calibration(run),
         # written only by runs that measured it
         "show_anytime": run.anytime is not None or ANYTIME_FILE in run.problems,
         "anytime": run.anytime

@@ -59,6 +59,10 @@ class RunDir:
     confusion_plot = _File("confusion_matrix.png")
     curves_plot = _File("training_curves.png")
     anytime_plot = _File("anytime.png")
+    calibration_file = _File("calibration.json")
+    reliability_plot = _File("reliability.png")
+    explain_file = _File("explain.npz")
+    explain_dir = _File("explain")
     report_file = _File("report.html")
     export_dir = _File("export")
     savedmodel_export = _File("export/savedmodel")
@@ -103,6 +107,13 @@ class RunDir:
     def permutation(self) -> np.ndarray | None:
         """The pixel order of a `permuted` run (None for other modes)."""
         return np.load(self.permutation_file) if self.permutation_file.is_file() else None
+
+    def temperature(self) -> float:
+        """What the model's logits are divided by for calibrated confidence (1.0 before the
+        run was evaluated: then there is none)."""
+        if not self.calibration_file.is_file():
+            return 1.0
+        return float(json.loads(self.calibration_file.read_text())["temperature"])
 
     def history(self) -> list[dict]:
         if not self.history_file.is_file():
