@@ -204,6 +204,29 @@ def _predict(args: argparse.Namespace) -> int:
     return 2 if any("error" in r for r in records) else 0
 
 
+def _explain(args: argparse.Namespace) -> int:
+    _run_dir(args.run_dir)
+    _quiet_tensorflow()
+    import json
+
+    from fashion_tcn.predict import explain_inputs, load_inputs
+
+    records = explain_inputs(args.run_dir, load_inputs(args.inputs), args.out)
+    if args.json:
+        print(json.dumps(records, indent=2))
+    for record in records:
+        if "error" in record:
+            print(f"fashion-tcn: error: {record['error']}", file=sys.stderr)
+        elif not args.json:
+            steps = ", ".join(map(str, record["top_steps"]))
+            unit = "steps" if record["sequence"] == "permuted" else record["sequence"]
+            print(
+                f"{record['input']}: {record['class']} {record['probability']:.1%}; "
+                f"{unit} that drove it most: {steps}; figure {record['figure']}"
+            )
+    return 2 if any("error" in r for r in records) else 0
+
+
 def _export(args: argparse.Namespace) -> int:
     _run_dir(args.run_dir)
     _quiet_tensorflow()
@@ -328,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": _data,
         "sweep": _sweep,
         "predict": _predict,
+        "explain": _explain,
         "export": _export,
         "report": _report,
     }[args.command]

@@ -23,6 +23,7 @@ from fashion_tcn.splits import Splits, load_splits
 # Keras' epsilon and clipping for categorical cross-entropy, so the loss matches `model.evaluate`.
 _EPSILON = 1e-7
 RELIABILITY_BINS = 15
+EXPLAIN_PER_CLASS = 10  # test images per class in the report's mean occlusion maps
 
 TRUTH_TABLE_COLUMNS = ("class", "tp", "fp", "fn", "tn", "precision", "recall", "f1", "support")
 _COUNT_COLUMNS = ("tp", "fp", "fn", "tn", "support")
@@ -250,7 +251,8 @@ def evaluate_run(run: RunDir, data_dir: str | None = None, *, splits: Splits | N
     """Test the run's best model once; (re)write its metrics, tables, predictions, the most
     confident mistakes and the plots. Keras is imported here only: the report reads this
     module's tables without it."""
-    from fashion_tcn.models import final_probabilities, model_inputs, step_predictions
+    from fashion_tcn import explain
+    from fashion_tcn.models import model_inputs, step_predictions
 
     run.require()
     cfg = run.config()
@@ -259,11 +261,8 @@ def evaluate_run(run: RunDir, data_dir: str | None = None, *, splits: Splits | N
     if splits is None:
         splits = load_splits(cfg)
     model = run.model()
-
-    def predict(images: np.ndarray) -> np.ndarray:
-        x = model_inputs(model, images, cfg.data.sequence, run.permutation())
-        return final_probabilities(model.predict(x, batch_size=512, verbose=0))
-
+    permutation = run.permutation()
+    predict = explain.predictor(model, cfg.data.sequence, permutation)
     probs = predict(splits.x_test)
     metrics = compute_metrics(splits.y_test, probs, CLASS_NAMES)
     metrics["calibration"] = calibration(splits.y_val, predict(splits.x_val), splits.y_test, probs)
@@ -275,7 +274,7 @@ def evaluate_run(run: RunDir, data_dir: str | None = None, *, splits: Splits | N
     if cfg.model.kind == "tcn":  # causal: the prediction after 10%, 20%, ... of the sequence
         steps = sequence_length(cfg.data.sequence)
         at = [max(1, round(f * steps)) - 1 for f in ANYTIME_FRACTIONS]
-        x_test = model_inputs(model, splits.x_test, cfg.data.sequence, run.permutation())
+        x_test = model_inputs(model, splits.x_test, cfg.data.sequence, permutation)
         partial = np.concatenate(
             [step_predictions(model, x_test[i : i + 512], at) for i in range(0, len(x_test), 512)]
         )
@@ -306,6 +305,13 @@ def evaluate_run(run: RunDir, data_dir: str | None = None, *, splits: Splits | N
         predicted=probs[worst].argmax(axis=1),
         confidence=probs[worst].max(axis=1),
     )
+    explained = explain.class_maps(
+        predict, splits.x_test, splits.y_test, len(CLASS_NAMES), EXPLAIN_PER_CLASS
+    )
+    right = np.flatnonzero(probs.argmax(axis=1) == splits.y_test)[:2]
+    examples = np.concatenate([right, worst[:2]])  # two it got right, its two surest mistakes
+    explained |= explain.explain(model, splits.x_test[examples], cfg.data.sequence, permutation)
+    run.save_npz(run.explain_file, labels=splits.y_test[examples], **explained)
     cm = np.asarray(metrics["confusion_matrix"])
     plots.plot_confusion_matrix(cm, CLASS_NAMES, run.confusion_plot)
     if history:

@@ -159,6 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--json", action="store_true", help="machine-readable output")
 
+    explain = commands.add_parser(
+        "explain", help="which pixels and steps drove a prediction (occlusion), as figures"
+    )
+    explain.add_argument("run_dir", type=Path)
+    explain.add_argument("inputs", nargs="+", help="image files, Kaggle-style CSVs, .npy arrays")
+    explain.add_argument("-o", "--out", type=Path, help="folder for the figures (RUN_DIR/explain)")
+    explain.add_argument("--json", action="store_true", help="machine-readable output")
+
     export = commands.add_parser("export", help="SavedModel (TF Serving), TFLite or ONNX")
     export.add_argument("run_dir", type=Path)
     export.add_argument(

@@ -253,6 +253,73 @@ def reliability_figure(calibration: dict) -> Figure:
     return fig
 
 
+def _overlay(ax: Axes, image: np.ndarray, attribution: np.ndarray, limit: float, title: str):
+    """The image in grey under its attribution: red where hiding pixels lowers the class's
+    probability, blue where it raises it."""
+    ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+    shown = ax.imshow(attribution, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=0.65)
+    ax.set_title(title, fontsize=9)
+    ax.set_axis_off()
+    return shown
+
+
+def _limit(attribution: np.ndarray) -> float:
+    return max(float(np.abs(attribution).max(initial=0.0)), 1e-6)
+
+
+def explanation_figure(
+    example: dict[str, np.ndarray], class_names: Sequence[str], label: int | None = None
+) -> Figure:
+    """One image explained (`explain.explain`'s arrays for it): the occlusion map over the
+    image, its sum per step and, for a TCN, the probabilities as the steps arrive."""
+    predicted = int(example["predicted"])
+    steps = np.asarray(example["steps"])
+    trajectory = example.get("trajectory")
+    panels = 2 if trajectory is None else 3
+    fig = Figure(figsize=(3.0 + 3.6 * (panels - 1), 3.0), layout="constrained")
+    axes = fig.subplots(1, panels, width_ratios=[1.0] + [1.3] * (panels - 1))
+    title = f"predicted {class_names[predicted]} ({example['probabilities'][predicted]:.0%})"
+    if label is not None:
+        title += f"\ntrue {class_names[label]}"
+    attribution = example["attribution"]
+    shown = _overlay(axes[0], example["images"], attribution, _limit(attribution), title)
+    fig.colorbar(shown, ax=axes[0], shrink=0.75)
+    t = np.arange(1, len(steps) + 1)
+    axes[1].bar(t, steps, width=1.0, color=np.where(steps >= 0, "tab:red", "tab:blue"))
+    axes[1].set_xlabel("Step")
+    axes[1].set_ylabel("Probability drop (sum)")
+    axes[1].set_title("Which steps drove it (hidden: drop)", fontsize=9)
+    if trajectory is not None:
+        final = np.argsort(-trajectory[-1])[:2].tolist()
+        for c in dict.fromkeys([predicted, *([label] if label is not None else []), *final]):
+            axes[2].plot(t, trajectory[:, c], label=class_names[c])
+        axes[2].set_ylim(0, 1)
+        axes[2].yaxis.set_major_formatter(PercentFormatter(1.0))
+        axes[2].set_xlabel("Steps seen")
+        axes[2].set_ylabel("Probability")
+        axes[2].set_title("As the steps arrive", fontsize=9)
+        axes[2].legend(fontsize=7)
+        axes[2].grid(alpha=0.3)
+    return fig
+
+
+def class_maps_figure(explained: dict[str, np.ndarray], class_names: Sequence[str]) -> Figure:
+    """Per class, the mean occlusion map towards the true class over the class's mean image;
+    one colour scale for all, so classes compare."""
+    maps, counts = explained["class_maps"], explained["class_counts"]
+    fig = Figure(figsize=(11.0, 5.0), layout="constrained")
+    axes = fig.subplots(2, (len(class_names) + 1) // 2).ravel()
+    limit = _limit(maps)
+    for c, ax in enumerate(axes):
+        if c >= len(class_names):
+            ax.set_axis_off()
+            continue
+        title = f"{class_names[c]} ({counts[c]})"
+        shown = _overlay(ax, explained["class_images"][c], maps[c], limit, title)
+    fig.colorbar(shown, ax=axes.tolist(), shrink=0.8, label="mean probability drop when hidden")
+    return fig
+
+
 def save(fig: Figure, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ or (N, 784); values 0..255, or 0..1 floats). One bad input never stops the other
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -209,6 +210,53 @@ class Predictor:
                 }
             )
         return out
+
+
+def explain_inputs(
+    run_dir: Path | RunDir, items: list[Item], out: Path | None = None
+) -> list[dict]:
+    """Explain each readable input (`explain.explain`): one figure per input in `out` (default
+    RUN/explain/), and a record with the prediction and the steps that drove it most."""
+    from fashion_tcn import explain, plots
+
+    run = RunDir(run_dir)
+    predictor = Predictor(run, calibrated=False)  # explain the model's own probabilities
+    good = [item for item in items if item.error is None]
+    explained = (
+        explain.explain(
+            predictor.model,
+            np.stack([item.image for item in good]),
+            predictor.cfg.data.sequence,
+            predictor.permutation,
+        )
+        if good
+        else {}
+    )
+    index = {id(item): i for i, item in enumerate(good)}
+    out = Path(out or run.explain_dir)
+    records, taken = [], set()
+    for item in items:
+        if item.error is not None:
+            records.append({"input": item.name, "error": item.error})
+            continue
+        example = {key: values[index[id(item)]] for key, values in explained.items()}
+        name = re.sub(r"[^\w.-]+", "_", Path(item.name).name).strip("_")
+        while name in taken:  # two inputs of one name: a.png, a.png_2, ...
+            name += "_2"
+        taken.add(name)
+        figure = plots.save(plots.explanation_figure(example, CLASS_NAMES), out / f"{name}.png")
+        predicted = int(example["predicted"])
+        records.append(
+            {
+                "input": item.name,
+                "class": CLASS_NAMES[predicted],
+                "probability": float(example["probabilities"][predicted]),
+                "sequence": predictor.cfg.data.sequence,
+                "top_steps": [int(t) + 1 for t in np.argsort(-example["steps"])[:3]],
+                "figure": str(figure),
+            }
+        )
+    return records
 
 
 def top_k(probs: np.ndarray, k: int = 3) -> list[dict]:

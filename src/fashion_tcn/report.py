@@ -27,7 +27,9 @@ from fashion_tcn.files import write_text
 from fashion_tcn.plots import (
     anytime_figure,
     class_accuracy_figure,
+    class_maps_figure,
     confusion_figure,
+    explanation_figure,
     history_figure,
     overlay_figure,
     reliability_figure,
@@ -35,6 +37,7 @@ from fashion_tcn.plots import (
 from fashion_tcn.rundir import RunDir
 from fashion_tcn.runview import (
     ANYTIME_FILE,
+    EXPLAIN_FILE,
     RUN_FILES,
     RunView,
     check_run_dir,
@@ -60,6 +63,7 @@ _TEMPLATES = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
 )
 _AVERAGE_ROWS = ("macro avg", "weighted avg")
+_EXAMPLE_KEYS = ("images", "probabilities", "predicted", "attribution", "steps", "trajectory")
 _TRUTH_KEYS = ("tp", "fp", "fn", "tn", "precision", "recall", "f1", "support")
 _COMPARISON_HEADER = (
     "run", "model", "sequence", "accuracy", "loss", "test set", "parameters", "epochs",
@@ -136,6 +140,27 @@ def _calibration(run: RunView) -> dict | None:
         "ece_calibrated": fmt(calibration["ece_calibrated"], "percent"),
         "figure": _figure(reliability_figure(calibration), f"{run.name}: reliability diagrams"),
     }
+
+
+def _explanations(run: RunView) -> dict | None:
+    explained = run.explained
+    if explained is None:
+        return None
+    names = _class_names(run)
+    examples = [
+        _figure(
+            explanation_figure(
+                {key: explained[key][i] for key in _EXAMPLE_KEYS if key in explained},
+                names,
+                int(explained["labels"][i]),
+            ),
+            f"{run.name}: test image {i + 1} explained",
+        )
+        for i in range(len(explained["images"]))
+    ]
+    per_class = int(explained["class_counts"].max(initial=0))
+    maps = _figure(class_maps_figure(explained, names), f"{run.name}: mean occlusion map per class")
+    return {"per_class": per_class, "maps": maps, "examples": examples}
 
 
 def _confusion(run: RunView) -> list[_Image]:
@@ -266,6 +291,8 @@ def _run_view(run: RunView, anchor: str) -> dict:
         "anytime": run.anytime
         and _figure(anytime_figure(run.anytime), f"{run.name}: accuracy vs fraction seen"),
         "mistakes": _mistakes(run),
+        "explanations": _explanations(run),
+        "explain_problem": run.problems.get(EXPLAIN_FILE),
         "model_rows": _model_rows(shown),
         "summary": None if run.summary is None else run.summary.rstrip(),
         "config": _config(run),

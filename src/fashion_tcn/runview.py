@@ -32,6 +32,7 @@ RUN_FILES: dict[str, str] = {
     RunDir.data_file: "no data provenance",
 }
 ANYTIME_FILE = RunDir.anytime_file  # optional: accuracy after seeing a fraction of the sequence
+EXPLAIN_FILE = RunDir.explain_file  # optional: occlusion maps (runs tested since version 0.3)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -51,6 +52,7 @@ class RunView:
     summary: str | None = None
     mistakes: dict[str, np.ndarray] | None = None
     anytime: dict[str, np.ndarray] | None = None
+    explained: dict[str, np.ndarray] | None = None
     problems: dict[str, str] = field(default_factory=dict)  # file name -> "is missing", ...
 
 
@@ -85,6 +87,15 @@ def _read_mistakes(path: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
+def _read_explained(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    maps, images = arrays["class_maps"], arrays["images"]
+    if maps.ndim != 3 or images.ndim != 3 or arrays["attribution"].shape != images.shape:
+        raise ValueError("expected class maps (C, H, W) and images with attributions (k, H, W)")
+    return arrays
+
+
 _READERS: dict[str, Callable[[Path], object]] = {
     RunDir.metrics_file: _read_metrics,
     RunDir.history_file: read_history,
@@ -93,6 +104,7 @@ _READERS: dict[str, Callable[[Path], object]] = {
     RunDir.config_file: lambda path: _read_mapping(path.read_text(), yaml.safe_load),
     RunDir.data_file: lambda path: _read_mapping(path.read_text(), json.loads),
     ANYTIME_FILE: lambda path: read_columns(path, ["fraction", "accuracy"], "fraction"),
+    EXPLAIN_FILE: _read_explained,
 }
 _ATTRIBUTES = {
     RunDir.metrics_file: "metrics",
@@ -102,6 +114,7 @@ _ATTRIBUTES = {
     RunDir.config_file: "config",
     RunDir.data_file: "data",
     ANYTIME_FILE: "anytime",
+    EXPLAIN_FILE: "explained",
 }
 _READ_ERRORS = (OSError, ValueError, KeyError, yaml.YAMLError, zipfile.BadZipFile)
 
