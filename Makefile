@@ -33,7 +33,7 @@ test-jax: data $(JAX_VENV)/bin/pytest
 
 $(JAX_VENV)/bin/pytest: pyproject.toml
 	$(PYTHON) -m venv $(JAX_VENV)
-	$(JAX_VENV)/bin/pip install --quiet -e '.[jax,dev]'
+	$(JAX_VENV)/bin/pip install --quiet -e '.[jax,dev,dashboards]'
 	touch $@
 
 test-system:

@@ -12,6 +12,9 @@ from fashion_tcn.cli import main
 
 ARTIFACTS = [
     "config.yaml",
+    "calibration.json",
+    "reliability.png",
+    "explain.npz",
     "data.json",
     "model.keras",
     "last.keras",

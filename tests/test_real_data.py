@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from test_cli import ARTIFACTS  # one list of what a run directory holds
+from test_report_browser import open_in_chromium
 
 from fashion_tcn.cli import main
 from fashion_tcn.data import CLASS_NAMES, load_fashion_mnist
@@ -18,6 +19,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_rows_tcn_learns_real_data(tmp_path, capsys):
+    """The default configuration on a subset; its report, in Chromium, shows calibration and
+    explanations like the rest."""
     run = tmp_path / "rows"
     code = main(
         [
@@ -44,6 +47,16 @@ def test_rows_tcn_learns_real_data(tmp_path, capsys):
     assert provenance["test"]["images_sha256"].startswith("5b4141f0")
     out = capsys.readouterr().out
     assert "Sneaker" in out and "accuracy" in out.lower()
+
+    calibration = metrics["calibration"]
+    assert calibration["ece_calibrated"] < calibration["ece"]  # the fit is on validation
+    assert json.loads((run / "calibration.json").read_text())["temperature"] > 0
+    page = open_in_chromium(run / "report.html", tmp_path)
+    assert {"Calibration", "Explanations"} <= set(page["h3"])
+    assert [image["alt"] for image in page["images"] if not image["ok"]] == []
+    alts = [image["alt"] for image in page["images"]]
+    assert "rows: reliability diagrams" in alts and "rows: mean occlusion map per class" in alts
+    assert sum(alt.startswith("rows: test image") for alt in alts) == 4
 
 
 def test_pixels_tcn_runs_and_reports(tmp_path, capsys):

@@ -12,7 +12,7 @@ from pathlib import Path
 import matplotlib.image
 import numpy as np
 import pytest
-from test_report_html import PNG_SIGNATURE, RUN_IMAGES, make_run
+from test_report_html import EXPLAIN_IMAGES, NUM_MISTAKES, PNG_SIGNATURE, RUN_IMAGES, make_run
 
 from fashion_tcn.report import build_report
 
@@ -55,16 +55,13 @@ def find_chromium() -> str:
     return path
 
 
-def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
+def open_in_chromium(report: Path, tmp_path: Path, screenshot: Path | None = None) -> dict:
+    """The page's DOM_STATE (plus its h3 headings and every URL it requested) in headless
+    Chromium; a full-page screenshot when asked."""
     chromium = find_chromium()
     from playwright.sync_api import sync_playwright
 
-    runs = [make_run(tmp_path / "run-a", anytime=True), make_run(tmp_path / "run-b", seed=1)]
-    (runs[1] / "mistakes.npz").unlink()
-    report = build_report(runs, tmp_path / "report.html")
-    screenshot = tmp_path / "report.png"
     requests: list[str] = []
-
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             user_data_dir=tmp_path / "profile",
@@ -78,12 +75,28 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
             page.on("request", lambda request: requests.append(request.url))
             page.goto(report.as_uri(), wait_until="load")
             state = page.evaluate(DOM_STATE)
-            page.screenshot(path=screenshot, full_page=True)
+            state["h3"] = page.eval_on_selector_all("h3", "hs => hs.map(h => h.textContent)")
+            if screenshot is not None:
+                page.screenshot(path=screenshot, full_page=True)
         finally:
             context.close()
+    return {**state, "requests": requests}
 
-    # comparison overlay + run-a (with the anytime plot) + run-b (without its mistakes)
-    expected_images = 1 + (RUN_IMAGES + 1) + 4
+
+def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
+    runs = [
+        make_run(tmp_path / "run-a", anytime=True, explained=True),
+        make_run(tmp_path / "run-b", seed=1),
+    ]
+    (runs[1] / "mistakes.npz").unlink()
+    report = build_report(runs, tmp_path / "report.html")
+    screenshot = tmp_path / "report.png"
+    state = open_in_chromium(report, tmp_path, screenshot)
+    requests = state["requests"]
+
+    # comparison overlay + run-a (with the anytime plot and explanations) + run-b (without its
+    # mistakes)
+    expected_images = 1 + (RUN_IMAGES + 1 + EXPLAIN_IMAGES) + (RUN_IMAGES - NUM_MISTAKES)
     assert len(state["images"]) == expected_images
     broken = [image["alt"] for image in state["images"] if not image["ok"]]
     assert broken == []

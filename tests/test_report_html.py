@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from fashion_tcn.data import CLASS_NAMES
-from fashion_tcn.evaluate import compute_metrics, confident_mistakes, write_metrics
+from fashion_tcn.evaluate import calibration, compute_metrics, confident_mistakes, write_metrics
 from fashion_tcn.report import build_report, render_report
 from fashion_tcn.rundir import RunDir
 from fashion_tcn.runview import RUN_FILES, missing_files
@@ -30,18 +30,25 @@ RUN_SECTIONS = (
     "Confusion matrix",
     "Truth table",
     "Per-class accuracy",
+    "Calibration",
     "Most confident mistakes",
+    "Explanations",
     "Model",
     "Configuration",
     "Data provenance",
 )
 ANYTIME_SECTION = "Accuracy vs fraction of sequence seen"
 NUM_MISTAKES = 6
-# training curves, two confusion matrices, per-class bars, then one image per mistake
-RUN_IMAGES = 4 + NUM_MISTAKES
+NUM_EXPLAINED = 2
+# training curves, two confusion matrices, per-class bars, reliability diagrams, then one image
+# per mistake
+RUN_IMAGES = 5 + NUM_MISTAKES
+EXPLAIN_IMAGES = 1 + NUM_EXPLAINED  # the class maps, then one figure per example
 
 
-def make_run(run_dir: Path, *, seed: int = 0, anytime: bool = False) -> Path:
+def make_run(
+    run_dir: Path, *, seed: int = 0, anytime: bool = False, explained: bool = False
+) -> Path:
     """A complete run directory as `evaluate.evaluate_run` writes it, from random predictions."""
     rng = np.random.default_rng(seed)
     run_dir.mkdir(parents=True)
@@ -75,6 +82,7 @@ def make_run(run_dir: Path, *, seed: int = 0, anytime: bool = False) -> Path:
     probs[np.arange(200), labels] += rng.uniform(0.0, 1.5, size=200)  # mostly right
     probs /= probs.sum(axis=1, keepdims=True)
     metrics = compute_metrics(labels, probs, CLASS_NAMES)
+    metrics["calibration"] = calibration(labels[:50], probs[:50], labels, probs)
     metrics.update(
         run_dir=str(run_dir),
         model="tcn",
@@ -99,6 +107,21 @@ def make_run(run_dir: Path, *, seed: int = 0, anytime: bool = False) -> Path:
         predicted=probs[worst].argmax(axis=1),
         confidence=probs[worst].max(axis=1),
     )
+    if explained:
+        k = NUM_EXPLAINED
+        np.savez_compressed(
+            run_dir / "explain.npz",
+            class_maps=rng.normal(0, 0.1, (10, 28, 28)),
+            class_counts=np.full(10, 10),
+            class_images=rng.uniform(0, 255, (10, 28, 28)),
+            images=rng.integers(0, 256, (k, 28, 28), dtype=np.uint8),
+            labels=labels[:k],
+            probabilities=probs[:k],
+            predicted=probs[:k].argmax(axis=1),
+            attribution=rng.normal(0, 0.1, (k, 28, 28)),
+            steps=rng.normal(0, 0.5, (k, 28)),
+            trajectory=rng.dirichlet(np.ones(10), size=(k, 28)),
+        )
     if anytime:
         fractions = np.linspace(0.1, 1.0, 10)
         (run_dir / "anytime.csv").write_text(
@@ -169,7 +192,9 @@ def assert_images_valid(page: Page, count: int) -> None:
 
 @pytest.fixture(scope="module")
 def complete_run(tmp_path_factory) -> Path:
-    return make_run(tmp_path_factory.mktemp("report") / "20250101-tcn-rows", anytime=True)
+    return make_run(
+        tmp_path_factory.mktemp("report") / "20250101-tcn-rows", anytime=True, explained=True
+    )
 
 
 @pytest.fixture(scope="module")
@@ -183,14 +208,14 @@ def test_single_run_defaults_to_report_html_in_the_run(complete_run, complete_pa
     assert out == complete_run / "report.html"
     assert page.headings["h1"] == ["fashion-tcn report: 20250101-tcn-rows"]
     assert page.headings["h2"] == ["20250101-tcn-rows"]
-    assert page.headings["h3"] == [*RUN_SECTIONS[:4], ANYTIME_SECTION, *RUN_SECTIONS[4:]]
+    assert page.headings["h3"] == [*RUN_SECTIONS[:5], ANYTIME_SECTION, *RUN_SECTIONS[5:]]
     assert page.missing == []
     assert missing_files(complete_run) == []
 
 
 def test_every_image_is_an_embedded_png(complete_page) -> None:
     out, page = complete_page
-    assert_images_valid(page, RUN_IMAGES + 1)  # + the anytime plot
+    assert_images_valid(page, RUN_IMAGES + 1 + EXPLAIN_IMAGES)  # + the anytime plot
     text = out.read_text(encoding="utf-8")
     assert "http://" not in text and "https://" not in text  # nothing to fetch
     assert "<script" not in text
@@ -279,7 +304,7 @@ def test_a_missing_file_is_named_and_the_rest_still_renders(tmp_path: Path, name
     assert any(note.startswith(f"{name} is missing: ") for note in page.missing)
     images = {
         "history.csv": RUN_IMAGES - 1,
-        "metrics.json": RUN_IMAGES - 3,  # no confusion matrices, no per-class bars
+        "metrics.json": RUN_IMAGES - 4,  # no confusion matrices, per-class bars, reliability
         "mistakes.npz": RUN_IMAGES - NUM_MISTAKES,
     }
     assert_images_valid(page, images.get(name, RUN_IMAGES))
@@ -334,3 +359,31 @@ def test_not_a_run_directory_is_a_one_line_value_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"empty: not a run directory \(none of"):
         build_report([tmp_path / "empty"], tmp_path / "report.html")
     assert not (tmp_path / "report.html").exists()
+
+
+def test_calibration_and_explanations_are_shown(complete_page) -> None:
+    out, page = complete_page
+    text = out.read_text(encoding="utf-8")
+    assert "Expected calibration error on the test set" in text and "T = " in text
+    alts = [attrs["alt"] for attrs in page.images]
+    assert any(alt.endswith("reliability diagrams") for alt in alts)
+    assert any(alt.endswith("mean occlusion map per class") for alt in alts)
+    assert sum("explained" in alt for alt in alts) == NUM_EXPLAINED
+
+
+def test_a_run_tested_before_calibration_and_explanations_says_so(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run")
+    metrics = json.loads((run / "metrics.json").read_text())
+    del metrics["calibration"]
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    text = build_report([run]).read_text(encoding="utf-8")
+    assert "tested before calibration existed" in text
+    assert "tested before explanations existed" in text
+
+
+def test_a_damaged_explain_file_is_named(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", explained=True)
+    (run / "explain.npz").write_bytes(b"not a zip")
+    page = Page(build_report([run]).read_text(encoding="utf-8"))
+    assert any(note.startswith("explain.npz could not be read") for note in page.missing)
+    assert_images_valid(page, RUN_IMAGES)

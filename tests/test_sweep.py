@@ -78,6 +78,30 @@ def test_tiny_sweep_end_to_end(tiny_data_dir, tmp_path, capsys):
     study = optuna.load_study(study_name="fashion-tcn", storage=f"sqlite:///{out / 'study.db'}")
     assert len(study.trials) == 5
 
+    # optuna-dashboard serves the same storage (`optuna-dashboard sqlite:///SWEEP/study.db`)
+    status, studies = _dashboard_get(f"sqlite:///{out / 'study.db'}", "/api/studies")
+    assert status.startswith("200")
+    [summary] = studies["study_summaries"]
+    assert summary["study_name"] == "fashion-tcn"
+    status, detail = _dashboard_get(
+        f"sqlite:///{out / 'study.db'}", f"/api/studies/{summary['study_id']}"
+    )
+    assert status.startswith("200") and len(detail["trials"]) == 5
+
+
+def _dashboard_get(storage: str, path: str) -> tuple[str, dict]:
+    """GET `path` from optuna-dashboard's WSGI app on `storage`, as its browser page would."""
+    import json
+    import wsgiref.util
+
+    from optuna_dashboard import wsgi
+
+    environ = {"PATH_INFO": path, "REQUEST_METHOD": "GET"}
+    wsgiref.util.setup_testing_defaults(environ)
+    status = []
+    body = b"".join(wsgi(storage)(environ, lambda code, headers, *_: status.append(code)))
+    return status[0], json.loads(body)
+
 
 def test_short_receptive_field_trials_are_pruned_with_a_reason(tiny_data_dir, tmp_path):
     out = tmp_path / "rf"

@@ -56,3 +56,23 @@ def test_early_stopping_patience_counts_from_before_a_resume():
     assert not model.stop_training
     stop.on_epoch_end(3, {"val_accuracy": 0.89})
     assert model.stop_training
+
+
+def test_tensorboard_logs_load_in_tensorboards_event_reader(train_tiny, tmp_path):
+    """`--tensorboard` writes what `tensorboard --logdir RUN/tensorboard` shows."""
+    pytest.importorskip("tensorflow", reason="Keras's TensorBoard callback writes with tf.summary")
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    run = tmp_path / "run"
+    assert train_tiny(run, "--epochs", "2", "--filters", "4", "--tensorboard") == 0
+    for split, tags in (
+        ("train", {"epoch_loss", "epoch_accuracy"}),
+        ("validation", {"epoch_loss"}),
+    ):
+        events = accumulator.EventAccumulator(str(run / "tensorboard" / split))
+        events.Reload()
+        assert tags <= set(events.Tags()["tensors"]), events.Tags()
+        tensor_util = pytest.importorskip("tensorboard.util.tensor_util")
+        losses = [
+            float(tensor_util.make_ndarray(e.tensor_proto)) for e in events.Tensors("epoch_loss")
+        ]
+        assert len(losses) == 2 and all(np.isfinite(losses))
