@@ -16,13 +16,13 @@ TEST_PACKAGES := postgresql chromium fonts-dejavu-core
 demo: data
 	$(BIN)/fashion-tcn train
 
-# The fast tiers run in two processes (pytest-xdist; a file's tests stay in one process, so the
+# Every tier runs in two processes (pytest-xdist; a file's tests stay in one process, so the
 # PostgreSQL sweep test starts one server); timings in the README, "Development".
 XDIST := -n 2 --dist loadfile
 
 test: data test-system
 	$(BIN)/pytest -m "not slow" $(XDIST)
-	$(BIN)/pytest -m slow
+	$(BIN)/pytest -m slow $(XDIST)
 	$(MAKE) test-jax
 
 # The fast tier on Keras's JAX backend, where TensorFlow is not even installed: nothing in the

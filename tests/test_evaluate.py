@@ -13,6 +13,7 @@ import pytest
 from sklearn.metrics import precision_recall_fscore_support
 
 from fashion_tcn.evaluate import (
+    calibration,
     compute_metrics,
     confusion,
     format_metrics,
@@ -198,7 +199,9 @@ def test_format_metrics_names_every_class_and_fits_a_terminal() -> None:
     y_true = rng.integers(0, 10, 10_000)
     probs = rng.dirichlet(np.ones(10), size=10_000)
     metrics = compute_metrics(y_true, probs, FASHION_NAMES)
+    metrics["calibration"] = calibration(y_true[:500], probs[:500], y_true, probs)
     text = format_metrics(metrics)
+    assert f"ECE {metrics['calibration']['ece']:.2%}" in text.splitlines()[0]
     assert f"{metrics['accuracy']:.4f}" in text
     assert f"{metrics['loss']:.4f}" in text
     for name in [*FASHION_NAMES, "macro avg", "weighted avg"]:

@@ -375,6 +375,12 @@ def format_metrics(metrics: dict) -> str:
         f"accuracy {accuracy:.4f} ({accuracy:.2%})   loss {metrics['loss']:.4f}   "
         f"examples {metrics['num_examples']}"
     )
+    calibration = metrics.get("calibration")
+    if calibration:
+        headline += (
+            f"   ECE {calibration['ece']:.2%} ({calibration['ece_calibrated']:.2%} with "
+            f"temperature {calibration['temperature']:.2f})"
+        )
     lines = [
         headline,
         "",
