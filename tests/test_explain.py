@@ -102,3 +102,15 @@ def test_explain_command_writes_a_figure_per_input(tiny_run, tiny_data_dir, tmp_
         assert record["figure"].endswith(".png") and len(record["top_steps"]) == 3
         assert Path(record["figure"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len({r["figure"] for r in records[:2]}) == 2
+
+
+def test_evaluate_chooses_how_many_images_per_class_the_maps_average(
+    tiny_run, tiny_data_dir, capsys
+):
+    args = ["evaluate", str(tiny_run), "--data-dir", str(tiny_data_dir)]
+    assert main([*args, "--explain-per-class", "3"]) == 0
+    with np.load(tiny_run / "explain.npz") as explained:
+        assert explained["class_counts"].tolist() == [3] * 10  # 10 test images of each class
+    assert main([*args, "--explain-per-class", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("--explain-per-class must be >= 1") and "\n" not in err

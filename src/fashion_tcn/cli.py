@@ -112,12 +112,12 @@ def _train(args: argparse.Namespace) -> int:
     return code
 
 
-def _test_and_report(run: RunDir, data_dir: str | None) -> None:
+def _test_and_report(run: RunDir, data_dir: str | None, explain_per_class: int = 10) -> None:
     """Test a run's best model once, print the metrics, (re)draw its page."""
     from fashion_tcn.evaluate import evaluate_run, format_metrics
     from fashion_tcn.report import build_report
 
-    print(format_metrics(evaluate_run(run, data_dir)))
+    print(format_metrics(evaluate_run(run, data_dir, explain_per_class=explain_per_class)))
     build_report([run.path])
 
 
@@ -149,8 +149,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     run = _run_dir(args.run_dir)
     if args.data_dir is not None:
         find_data_dir(args.data_dir)
+    if args.explain_per_class < 1:
+        raise ConfigError("--explain-per-class must be >= 1")
     _quiet_tensorflow()
-    _test_and_report(run, args.data_dir)
+    _test_and_report(run, args.data_dir, args.explain_per_class)
     return 0
 
 

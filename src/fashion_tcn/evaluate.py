@@ -23,7 +23,6 @@ from fashion_tcn.splits import Splits, load_splits
 # Keras' epsilon and clipping for categorical cross-entropy, so the loss matches `model.evaluate`.
 _EPSILON = 1e-7
 RELIABILITY_BINS = 15
-EXPLAIN_PER_CLASS = 10  # test images per class in the report's mean occlusion maps
 
 TRUTH_TABLE_COLUMNS = ("class", "tp", "fp", "fn", "tn", "precision", "recall", "f1", "support")
 _COUNT_COLUMNS = ("tp", "fp", "fn", "tn", "support")
@@ -247,9 +246,16 @@ def write_metrics(run: RunDir, metrics: dict) -> list[Path]:
     return written
 
 
-def evaluate_run(run: RunDir, data_dir: str | None = None, *, splits: Splits | None = None) -> dict:
+def evaluate_run(
+    run: RunDir,
+    data_dir: str | None = None,
+    *,
+    splits: Splits | None = None,
+    explain_per_class: int = 10,
+) -> dict:
     """Test the run's best model once; (re)write its metrics, tables, predictions, the most
-    confident mistakes and the plots. Keras is imported here only: the report reads this
+    confident mistakes, calibration, explanations (class maps over `explain_per_class` test
+    images per class) and the plots. Keras is imported here only: the report reads this
     module's tables without it."""
     from fashion_tcn import explain
     from fashion_tcn.models import model_inputs, step_predictions
@@ -306,7 +312,7 @@ def evaluate_run(run: RunDir, data_dir: str | None = None, *, splits: Splits | N
         confidence=probs[worst].max(axis=1),
     )
     explained = explain.class_maps(
-        predict, splits.x_test, splits.y_test, len(CLASS_NAMES), EXPLAIN_PER_CLASS
+        predict, splits.x_test, splits.y_test, len(CLASS_NAMES), explain_per_class
     )
     right = np.flatnonzero(probs.argmax(axis=1) == splits.y_test)[:2]
     examples = np.concatenate([right, worst[:2]])  # two it got right, its two surest mistakes

@@ -140,6 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("run_dir", type=Path)
     evaluate.add_argument("--data-dir", help="folder with the IDX .gz files or Kaggle CSVs")
+    evaluate.add_argument(
+        "--explain-per-class",
+        type=int,
+        default=10,
+        metavar="N",
+        help="test images per class in the mean occlusion maps (10; 1000: the whole test set, "
+        "about 170 forward passes per image)",
+    )
 
     predict = commands.add_parser("predict", help="classify PNG/JPG images, CSV rows, .npy arrays")
     predict.add_argument("run_dir", type=Path)
