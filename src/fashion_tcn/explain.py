@@ -67,15 +67,20 @@ def per_step(attribution: np.ndarray, mode: str, permutation: np.ndarray | None 
 
 
 def class_maps(
-    predict: Predict, images: np.ndarray, labels: np.ndarray, num_classes: int, per_class: int
+    predict: Predict,
+    images: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    per_class: int,
+    stride: int = 4,
 ) -> dict[str, np.ndarray]:
     """Per class, the mean occlusion map of the first `per_class` images of that class towards
     their true class (`class_maps`, (C, H, W)), how many images each averages (`class_counts`)
-    and their mean image (`class_images`). Occlusion costs ~170 forward passes per image, so a
-    sample stands for the test set."""
+    and their mean image (`class_images`). Squares side by side (`stride` 4: 49 forward passes
+    per image, not 169) are enough for a mean; a sample stands for the test set."""
     labels = np.asarray(labels)
     keep = np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in range(num_classes)])
-    maps = occlusion(predict, images[keep], labels[keep])
+    maps = occlusion(predict, images[keep], labels[keep], stride=stride)
     counts = np.bincount(labels[keep], minlength=num_classes)
 
     def mean_per_class(values: np.ndarray) -> np.ndarray:

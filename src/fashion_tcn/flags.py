@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=10,
         metavar="N",
         help="test images per class in the mean occlusion maps (10; 1000: the whole test set, "
-        "about 170 forward passes per image)",
+        "49 forward passes per image)",
     )
 
     predict = commands.add_parser("predict", help="classify PNG/JPG images, CSV rows, .npy arrays")

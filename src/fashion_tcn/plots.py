@@ -276,14 +276,16 @@ def explanation_figure(
     steps = np.asarray(example["steps"])
     trajectory = example.get("trajectory")
     panels = 2 if trajectory is None else 3
-    fig = Figure(figsize=(3.0 + 3.6 * (panels - 1), 3.0), layout="constrained")
+    # fixed margins: a constrained layout would cost more than the drawing (they are many)
+    fig = Figure(figsize=(3.0 + 3.6 * (panels - 1), 3.0))
     axes = fig.subplots(1, panels, width_ratios=[1.0] + [1.3] * (panels - 1))
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.16, top=0.86, wspace=0.45)
     title = f"predicted {class_names[predicted]} ({example['probabilities'][predicted]:.0%})"
     if label is not None:
         title += f"\ntrue {class_names[label]}"
     attribution = example["attribution"]
     shown = _overlay(axes[0], example["images"], attribution, _limit(attribution), title)
-    fig.colorbar(shown, ax=axes[0], shrink=0.75)
+    fig.colorbar(shown, ax=axes[0], shrink=0.75, pad=0.03)
     t = np.arange(1, len(steps) + 1)
     axes[1].bar(t, steps, width=1.0, color=np.where(steps >= 0, "tab:red", "tab:blue"))
     axes[1].set_xlabel("Step")
@@ -307,8 +309,9 @@ def class_maps_figure(explained: dict[str, np.ndarray], class_names: Sequence[st
     """Per class, the mean occlusion map towards the true class over the class's mean image;
     one colour scale for all, so classes compare."""
     maps, counts = explained["class_maps"], explained["class_counts"]
-    fig = Figure(figsize=(11.0, 5.0), layout="constrained")
+    fig = Figure(figsize=(11.0, 5.0))
     axes = fig.subplots(2, (len(class_names) + 1) // 2).ravel()
+    fig.subplots_adjust(left=0.01, right=0.88, bottom=0.02, top=0.93, wspace=0.05, hspace=0.15)
     limit = _limit(maps)
     for c, ax in enumerate(axes):
         if c >= len(class_names):
@@ -316,7 +319,8 @@ def class_maps_figure(explained: dict[str, np.ndarray], class_names: Sequence[st
             continue
         title = f"{class_names[c]} ({counts[c]})"
         shown = _overlay(ax, explained["class_images"][c], maps[c], limit, title)
-    fig.colorbar(shown, ax=axes.tolist(), shrink=0.8, label="mean probability drop when hidden")
+    colorbar = fig.add_axes((0.9, 0.1, 0.015, 0.8))
+    fig.colorbar(shown, cax=colorbar, label="mean probability drop when hidden")
     return fig
 
 
