@@ -8,6 +8,7 @@ reported in a fraction of a second.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -166,7 +167,6 @@ def _predict(args: argparse.Namespace) -> int:
         raise ConfigError("--top must be >= 1")
     _run_dir(args.run_dir)
     _quiet_tensorflow()
-    import json
 
     import numpy as np
 
@@ -190,43 +190,47 @@ def _predict(args: argparse.Namespace) -> int:
         if args.stream:
             record["stream"] = predictor.stream(item.image)
         records.append(record)
-    if args.json:
+
+    def lines(record: dict) -> list[str]:
+        top = "  ".join(f"{r['class']} {r['probability']:.1%}" for r in record["top"])
+        return [f"{record['input']}: {top}"] + [
+            f"  after {point['fraction']:>4.0%} ({point['steps']:>3} steps): "
+            f"{point['class']} {point['probability']:.1%}"
+            for point in record.get("stream", [])
+        ]
+
+    return _print_records(records, args.json, lines)
+
+
+def _print_records(records: list[dict], as_json: bool, lines) -> int:
+    """Per-input results: JSON or `lines(record)` on stdout, one stderr line per bad input;
+    exit 2 if there was one."""
+    if as_json:
         print(json.dumps(records, indent=2))
     for record in records:
         if "error" in record:
             print(f"fashion-tcn: error: {record['error']}", file=sys.stderr)
-        elif not args.json:
-            top = "  ".join(f"{r['class']} {r['probability']:.1%}" for r in record["top"])
-            print(f"{record['input']}: {top}")
-            for point in record.get("stream", []):
-                print(
-                    f"  after {point['fraction']:>4.0%} ({point['steps']:>3} steps): "
-                    f"{point['class']} {point['probability']:.1%}"
-                )
+        elif not as_json:
+            print("\n".join(lines(record)))
     return 2 if any("error" in r for r in records) else 0
 
 
 def _explain(args: argparse.Namespace) -> int:
     _run_dir(args.run_dir)
     _quiet_tensorflow()
-    import json
-
     from fashion_tcn.predict import explain_inputs, load_inputs
 
     records = explain_inputs(args.run_dir, load_inputs(args.inputs), args.out)
-    if args.json:
-        print(json.dumps(records, indent=2))
-    for record in records:
-        if "error" in record:
-            print(f"fashion-tcn: error: {record['error']}", file=sys.stderr)
-        elif not args.json:
-            steps = ", ".join(map(str, record["top_steps"]))
-            unit = "steps" if record["sequence"] == "permuted" else record["sequence"]
-            print(
-                f"{record['input']}: {record['class']} {record['probability']:.1%}; "
-                f"{unit} that drove it most: {steps}; figure {record['figure']}"
-            )
-    return 2 if any("error" in r for r in records) else 0
+
+    def lines(record: dict) -> list[str]:
+        steps = ", ".join(map(str, record["top_steps"]))
+        unit = "steps" if record["sequence"] == "permuted" else record["sequence"]
+        return [
+            f"{record['input']}: {record['class']} {record['probability']:.1%}; "
+            f"{unit} that drove it most: {steps}; figure {record['figure']}"
+        ]
+
+    return _print_records(records, args.json, lines)
 
 
 def _export(args: argparse.Namespace) -> int:
