@@ -3,13 +3,17 @@
     python benchmarks/compare.py tcn:rows lstm:rows gru:rows cnn:rows --epochs 10
     python benchmarks/compare.py tcn:rows gru:rows --seeds 0,1,2 --target-val 0.9 --epochs 20
     python benchmarks/compare.py tcn:pixels lstm:pixels gru:pixels --epochs 2 --limit-train 10000
+    python benchmarks/compare.py tcn:rows gru:rows --seeds 0,1,2 \\
+        --choose lr=1e-3,3e-3 --choose clipnorm=none,1 --choose-epochs 2
 
 Each entry is MODEL:SEQUENCE, optionally with flags for that entry only after a second colon
 (`tcn:rows:--augment strong --epochs 40`). Flags after the entries apply to every entry, exactly as
 `fashion-tcn train` takes them. Each entry trains once per `--seeds` seed, into
 OUT/<model>-<sequence>[-N]-s<seed>; a run directory that already has metrics.json is read, not
 retrained, so an interrupted comparison resumes (`fashion-tcn train --resume` continues a single
-stopped run). Writes OUT/compare.md and OUT/compare.csv and prints the Markdown table:
+stopped run). `--choose FLAG=V1,V2` (repeatable; `none` leaves the flag out) first trains every
+combination for `--choose-epochs` on the first seed, into OUT/<model>-<sequence>-choose/, and each
+entry keeps the one with the best validation accuracy (the test set is never looked at). Writes OUT/compare.md and OUT/compare.csv and prints the Markdown table:
 - test accuracy as mean +- std over the seeds (sample std; n = number of seeds), best validation
   accuracy likewise;
 - cost: parameters, mean s/epoch and training samples/s (as measured, so only comparable between
@@ -46,6 +50,7 @@ COLUMNS = [
     "stream FLOPs/step",
     "stream state",
     "test set",
+    "chosen",
     "command",
 ]
 
@@ -90,7 +95,41 @@ def streaming_cost(run_dir: Path) -> dict | None:
     return step_cost(keras.saving.load_model(run_dir / "model.keras"))
 
 
-def run_entry(entry: str, shared: list[str], out: Path, seeds: list[int], target: float) -> dict:
+def _grid_flags(choose: list[tuple[str, list[str]]]) -> list[list[str]]:
+    """Every combination of the `--choose` values as train flags (`none` = flag left out)."""
+    combos: list[list[str]] = [[]]
+    for flag, values in choose:
+        option = [[] if v == "none" else [f"--{flag}", v] for v in values]
+        combos = [c + o for c in combos for o in option]
+    return combos
+
+
+def choose(
+    args: list[str], out: Path, seed: int, grid: list[tuple[str, list[str]]], epochs: int
+) -> tuple[list[str], str]:
+    """The `--choose` combination with the best validation accuracy after `epochs`, trained on
+    one seed; and a note of every combination's figure."""
+    scores = []
+    for flags in _grid_flags(grid):
+        name = "_".join(f.lstrip("-") for f in flags) or "defaults"
+        run = out.with_name(f"{out.name}-choose") / f"{name}-s{seed}"
+        train_seed([*args, *flags, "--epochs", str(epochs)], run, seed)
+        best = max(float(row["val_accuracy"]) for row in _history(run))
+        scores.append((best, flags))
+    best_flags = max(scores, key=lambda s: s[0])[1]
+    note = "; ".join(f"{' '.join(f) or 'defaults'}: {v:.2%}" for v, f in scores)
+    return best_flags, f"{' '.join(best_flags) or 'defaults'} (val after {epochs} ep.: {note})"
+
+
+def run_entry(
+    entry: str,
+    shared: list[str],
+    out: Path,
+    seeds: list[int],
+    target: float,
+    grid: list[tuple[str, list[str]]] | None = None,
+    grid_epochs: int = 2,
+) -> dict:
     model, sequence, *extra = entry.split(":", 2)
     args = [
         "--model",
@@ -100,6 +139,10 @@ def run_entry(entry: str, shared: list[str], out: Path, seeds: list[int], target
         *shared,
         *shlex.split(extra[0] if extra else ""),
     ]
+    chosen = ""
+    if grid:
+        flags, chosen = choose(args, out, seeds[0], grid, grid_epochs)
+        args += flags
     runs = [out.with_name(f"{out.name}-s{seed}") for seed in seeds]
     metrics = [train_seed(args, run, seed) for run, seed in zip(runs, seeds, strict=True)]
     histories = [_history(run) for run in runs]
@@ -126,6 +169,7 @@ def run_entry(entry: str, shared: list[str], out: Path, seeds: list[int], target
         "stream FLOPs/step": f"{cost['flops']:,}" if cost else "n/a",
         "stream state": f"{cost['state']:,}" if cost else "n/a",
         "test set": metrics[0]["test_set"],
+        "chosen": chosen or "n/a",
         "command": f"`fashion-tcn train {shlex.join(args)} --seed S`",
     }
 
@@ -151,6 +195,13 @@ def _seeds(text: str) -> list[int]:
     return seeds
 
 
+def _choice(text: str) -> tuple[str, list[str]]:
+    flag, sep, values = text.partition("=")
+    if not sep or not flag or not values:
+        raise argparse.ArgumentTypeError(f"expected FLAG=V1,V2 (e.g. lr=1e-3,3e-3), got {text!r}")
+    return flag.lstrip("-"), values.split(",")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n")[0],
@@ -161,6 +212,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=_seeds, default=[0], help="one run per seed (0)")
     parser.add_argument(
         "--target-val", type=float, default=0.9, help="validation accuracy to time (0.9)"
+    )
+    parser.add_argument(
+        "--choose",
+        type=_choice,
+        action="append",
+        default=[],
+        metavar="FLAG=V1,V2",
+        help="train flag to choose per entry on validation; repeatable",
+    )
+    parser.add_argument(
+        "--choose-epochs", type=int, default=2, help="epochs of each --choose run (2)"
     )
     # entries are told apart by their form, so they may stand before or after the shared flags
     # (argparse alone would take the value of an unknown flag, `--epochs 10`, for an entry)
@@ -178,7 +240,11 @@ def main(argv: list[str] | None = None) -> int:
         seen[name] = seen.get(name, 0) + 1
         suffix = f"-{seen[name]}" if seen[name] > 1 else ""
         out = args.out / f"{name}{suffix}"
-        rows.append(run_entry(entry, shared, out, args.seeds, args.target_val))
+        rows.append(
+            run_entry(
+                entry, shared, out, args.seeds, args.target_val, args.choose, args.choose_epochs
+            )
+        )
         print(f"compare: {entry}: {rows[-1]['test accuracy']}", flush=True)
     table = markdown(rows)
     (args.out / "compare.md").write_text(table)

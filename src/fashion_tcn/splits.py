@@ -1,7 +1,9 @@
 """A run's data: real Fashion-MNIST, limited and split into train, validation and test arrays.
 
 The validation set comes from the training images only, drawn with the run's seed, so tuning
-never sees the test set; `limit_*` draw seeded random subsets for quick runs.
+never sees the test set; `limit_*` draw seeded random subsets for quick runs. Each draw has its own
+seeded stream, so a run's test images depend on its seed and `limit_test` alone, never on
+`limit_train`, and runs that differ only in the training limit are tested on the same images.
 """
 
 from __future__ import annotations
@@ -39,10 +41,11 @@ def _subset(
 def load_splits(cfg: Config) -> Splits:
     """Real Fashion-MNIST, limited and split; the validation set comes from training data only."""
     train, test = load_fashion_mnist(cfg.data.data_dir)
-    rng = np.random.default_rng(cfg.train.seed)
-    x, y = _subset(train, cfg.data.limit_train, rng)
-    x_test, y_test = _subset(test, cfg.data.limit_test, rng)
-    order = rng.permutation(len(x))
+    seed = cfg.train.seed
+    x, y = _subset(train, cfg.data.limit_train, np.random.default_rng([seed, 1]))
+    x_test, y_test = _subset(test, cfg.data.limit_test, np.random.default_rng([seed, 2]))
+    # the validation stream is the seed's own generator: full-data splits are as they always were
+    order = np.random.default_rng(seed).permutation(len(x))
     n_val = max(1, round(cfg.data.val_fraction * len(x)))
     val, fit = order[:n_val], order[n_val:]
     return Splits(
