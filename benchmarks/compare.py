@@ -13,7 +13,8 @@ OUT/<model>-<sequence>[-N]-s<seed>; a run directory that already has metrics.jso
 retrained, so an interrupted comparison resumes (`fashion-tcn train --resume` continues a single
 stopped run). `--choose FLAG=V1,V2` (repeatable; `none` leaves the flag out) first trains every
 combination for `--choose-epochs` on the first seed, into OUT/<model>-<sequence>-choose/, and each
-entry keeps the one with the best validation accuracy (the test set is never looked at). Writes OUT/compare.md and OUT/compare.csv and prints the Markdown table:
+entry keeps the one with the best validation accuracy (the test set is never looked at).
+Writes OUT/compare.md and OUT/compare.csv and prints the Markdown table:
 - test accuracy as mean +- std over the seeds (sample std; n = number of seeds), best validation
   accuracy likewise;
 - cost: parameters, mean s/epoch and training samples/s (as measured, so only comparable between
