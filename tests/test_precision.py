@@ -7,7 +7,8 @@ import yaml
 
 from fashion_tcn.config import Config, ConfigError, override
 from fashion_tcn.data import load_fashion_mnist
-from fashion_tcn.models import step_predictions
+from fashion_tcn.layers import TCN
+from fashion_tcn.models import dtype_policy, step_predictions
 from fashion_tcn.predict import Predictor
 from fashion_tcn.stream import StreamingClassifier
 from fashion_tcn.train import auto_precision
@@ -97,3 +98,36 @@ def test_resume_restores_the_optimizer_state(run, tiny_data_dir, recwarn):
     assert main(["train", *flags, "--resume", "--epochs", "3"]) == 0
     assert not [w for w in recwarn if "Skipping variable loading" in str(w.message)]
     assert len((run_dir / "history.csv").read_text().splitlines()) == 1 + 3
+
+
+def _mean_pooled_tcn(policy: str):
+    with dtype_policy(policy):  # built inside: the blocks take the policy when they are built
+        layer = TCN(filters=4, kernel_size=2, dilations=[1, 8, 64], pooling="mean")
+        layer.build((None, 784, 1))
+    return layer
+
+
+def test_bfloat16_mean_pooling_counts_every_one_of_784_steps():
+    """bfloat16 holds integers exactly only up to 256: a step count or running sum kept in it
+    drifts on pixel sequences (the stream's count stuck at 256). The same weights in float32
+    give the reference at every step; the stream must follow the full pass past step 255."""
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).random((2, 784, 1)).astype("float32")
+    reference, low = _mean_pooled_tcn("float32"), _mean_pooled_tcn("mixed_bfloat16")
+    low.set_weights(reference.get_weights())
+
+    def numpy(t):
+        return keras.ops.convert_to_numpy(keras.ops.cast(t, "float32"))
+
+    expected = numpy(reference(x, all_steps=True))
+    full = numpy(low(x, all_steps=True))
+    assert np.abs(expected).max() > 0.5  # the tolerance below is small against the outputs
+    np.testing.assert_allclose(full, expected, atol=0.03)
+    np.testing.assert_allclose(numpy(low(x)), expected[:, -1], atol=0.03)
+    cache = [np.zeros((2, *shape), "float32") for shape in low.cache_shapes()]
+    chunks = []
+    for start, stop in [(0, 255), (255, 256), (256, 257), (257, 384), (384, 784)]:
+        y, cache = low(x[:, start:stop], cache=cache)
+        chunks.append(numpy(y))
+    assert numpy(cache[-1]).ravel().tolist() == [784.0, 784.0]  # the running count
+    np.testing.assert_allclose(np.concatenate(chunks, axis=1)[:, 255:], full[:, 255:], atol=0.03)

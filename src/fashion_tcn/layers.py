@@ -334,15 +334,19 @@ class TCN(keras.layers.Layer):
         if self.return_sequences:
             return x
         if self.pooling == "mean":
+            # sums and counts in float32: bfloat16 holds integers exactly only up to 256
+            x32 = ops.cast(x, "float32")
             if not all_steps:
-                return ops.mean(x, axis=1)
-            steps = ops.arange(1, ops.shape(x)[1] + 1, dtype=x.dtype)
-            return ops.cumsum(x, axis=1) / steps[None, :, None]  # mean of steps 0..t at t
+                return ops.cast(ops.mean(x32, axis=1), x.dtype)
+            steps = ops.arange(1, ops.shape(x)[1] + 1, dtype="float32")
+            means = ops.cumsum(x32, axis=1) / steps[None, :, None]  # mean of steps 0..t at t
+            return ops.cast(means, x.dtype)
         return x if all_steps else x[:, -1, :]
 
     def cache_shapes(self) -> list[tuple[int, ...]]:
         """One stream's state, as `cache` takes it: every convolution's (history, channels),
-        block by block, then for mean pooling the running sum (filters,) and count (1,)."""
+        block by block, then for mean pooling the running sum (filters,) and count (1,), both
+        kept in float32 whatever the layer's precision."""
         shapes = [conv.cache_shape() for block in self.blocks for conv in block.convs]
         return shapes + ([(self.filters,), (1,)] if self.pooling == "mean" else [])
 
@@ -359,10 +363,11 @@ class TCN(keras.layers.Layer):
         if self.return_sequences or self.pooling != "mean":
             return x, new_cache
         total, count = cache[-2:]  # (B, filters), (B, 1): the steps before this chunk
-        steps = ops.arange(1, ops.shape(x)[1] + 1, dtype=x.dtype)[None, :, None]
-        total = ops.cast(total, x.dtype)[:, None] + ops.cumsum(x, axis=1)
-        count = ops.cast(count, x.dtype)[:, None] + steps
-        return total / count, [*new_cache, total[:, -1], count[:, -1]]
+        steps = ops.arange(1, ops.shape(x)[1] + 1, dtype="float32")[None, :, None]
+        total = ops.cast(total, "float32")[:, None] + ops.cumsum(ops.cast(x, "float32"), axis=1)
+        count = ops.cast(count, "float32")[:, None] + steps
+        means = ops.cast(total / count, x.dtype)
+        return means, [*new_cache, total[:, -1], count[:, -1]]
 
     def _last_step_only(self, inputs, all_steps: bool) -> bool:
         """Whether only the last step's output is wanted and can be computed on its own.
@@ -408,7 +413,10 @@ class TCN(keras.layers.Layer):
         outputs = keras.KerasTensor(shape, dtype=self.compute_dtype)
         if cache is None:
             return outputs
-        return outputs, [keras.KerasTensor(c.shape, dtype=self.compute_dtype) for c in cache]
+        dtypes = [self.compute_dtype] * len(cache)
+        if self.pooling == "mean" and not self.return_sequences:
+            dtypes[-2:] = ["float32", "float32"]  # the running sum and count
+        return outputs, [keras.KerasTensor(c.shape, dtype=d) for c, d in zip(cache, dtypes)]
 
     def compute_output_shape(self, input_shape):
         if self.return_sequences:
