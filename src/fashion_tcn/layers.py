@@ -416,7 +416,9 @@ class TCN(keras.layers.Layer):
         dtypes = [self.compute_dtype] * len(cache)
         if self.pooling == "mean" and not self.return_sequences:
             dtypes[-2:] = ["float32", "float32"]  # the running sum and count
-        return outputs, [keras.KerasTensor(c.shape, dtype=d) for c, d in zip(cache, dtypes)]
+        return outputs, [
+            keras.KerasTensor(c.shape, dtype=d) for c, d in zip(cache, dtypes, strict=True)
+        ]
 
     def compute_output_shape(self, input_shape):
         if self.return_sequences:

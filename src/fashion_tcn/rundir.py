@@ -22,12 +22,32 @@ from __future__ import annotations
 import csv
 import json
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from fashion_tcn.config import Config, ConfigError, load_config, save_config
 from fashion_tcn.files import atomic_path, write_text
+
+EPOCHS_ENTRY = "fashion_tcn.json"  # in a checkpoint's .keras archive, beside Keras's own files
+
+
+def mark_epochs(checkpoint: Path, epochs: int) -> None:
+    """Record in a freshly saved .keras file how many epochs its weights have trained, so the
+    count travels with the weights in one atomic rename (the optimizer's step count does not
+    tell: mixed_float16 skips steps whose gradient is not finite)."""
+    with zipfile.ZipFile(checkpoint, "a") as archive:
+        archive.writestr(EPOCHS_ENTRY, json.dumps({"epochs": epochs}))
+
+
+def marked_epochs(checkpoint: Path) -> int | None:
+    """The epochs `mark_epochs` recorded in a .keras file; None if it has no record."""
+    try:
+        with zipfile.ZipFile(checkpoint) as archive:
+            return int(json.loads(archive.read(EPOCHS_ENTRY))["epochs"])
+    except (KeyError, zipfile.BadZipFile, OSError, ValueError):
+        return None
 
 
 class _File:

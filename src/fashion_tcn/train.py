@@ -20,7 +20,7 @@ import numpy as np
 from fashion_tcn.config import Config, ConfigError, TrainConfig
 from fashion_tcn.files import atomic_path
 from fashion_tcn.models import CrossEntropy, LastStepAccuracy, build_classifier, takes_images
-from fashion_tcn.rundir import RunDir
+from fashion_tcn.rundir import RunDir, mark_epochs, marked_epochs
 from fashion_tcn.sequences import make_dataset, make_permutation, training_batches
 from fashion_tcn.splits import load_splits
 
@@ -127,6 +127,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
             self.best = value
         with atomic_path(self.path) as partial:
             self.model.save(partial)
+            mark_epochs(partial, epoch + 1)
 
 
 class ResumedEarlyStopping(keras.callbacks.EarlyStopping):
@@ -339,9 +340,14 @@ def train(
 
 
 def _resume_point(run: RunDir, model: keras.Model, steps: int) -> int:
-    """The epoch to go on from: as many as `last.keras` has trained (its optimizer's step count),
-    with history.csv cut to them (a run killed between an epoch's row and its checkpoint has
-    logged an epoch that the resumed run trains again)."""
-    epochs = int(model.optimizer.iterations) // steps
+    """The epoch to go on from: as many as `last.keras` has trained (written into it with the
+    weights), with history.csv cut to them (a run killed between an epoch's row and its
+    checkpoint has logged an epoch that the resumed run trains again).
+
+    Checkpoints written before the count was stored fall back on the optimizer's step count,
+    which under mixed_float16 misses the steps skipped for a non-finite gradient."""
+    epochs = marked_epochs(run.last_file)
+    if epochs is None:
+        epochs = int(model.optimizer.iterations) // steps
     run.keep_history(epochs)
     return epochs
