@@ -244,3 +244,34 @@ def test_calibration_error_is_zero_when_confidence_matches_accuracy_and_temperat
     temperature = fit_temperature(labels, overconfident)
     assert temperature == pytest.approx(2.5, rel=0.1)  # undoes the 0.4
     assert expected_calibration_error(labels, with_temperature(overconfident, temperature)) < 0.02
+
+
+def test_anytime_calibration_fits_a_temperature_where_each_prediction_is_made():
+    """Early predictions overconfident (T 0.4), the whole sequence calibrated: the whole-sequence
+    temperature (about 1) leaves the early ECE high; each point's own temperature mends it."""
+    from fashion_tcn.evaluate import anytime_calibration, with_temperature
+
+    rng = np.random.default_rng(0)
+    n, classes = 8_000, 10
+    logits = rng.normal(size=(n, classes)) * 2.0
+    calibrated = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    labels = np.array([rng.choice(classes, p=p) for p in calibrated])
+    at = np.stack([with_temperature(calibrated, 0.4), calibrated], axis=1)  # (N, 2 points, C)
+    half = n // 2
+    temperatures, rows = anytime_calibration(labels[:half], at[:half], labels[half:], at[half:])
+    assert temperatures[0] == pytest.approx(2.5, rel=0.15)
+    assert temperatures[1] == pytest.approx(1.0, rel=0.1)
+    early, whole = rows
+    assert early["ece_whole_temperature"] > 0.1 > 0.03 > early["ece_calibrated"]
+    assert whole["ece_calibrated"] < 0.03 and early["temperature"] == temperatures[0]
+
+
+def test_run_temperature_for_a_prefix_is_the_one_fitted_at_or_before_it(tmp_path):
+    from fashion_tcn.rundir import RunDir
+
+    run = RunDir(tmp_path)
+    assert run.temperature() == 1.0 and run.temperature(steps=5) == 1.0  # not evaluated yet
+    points = [{"steps": 3, "temperature": 3.0}, {"steps": 6, "temperature": 2.0}]
+    run.write_json(run.calibration_file, {"temperature": 1.2, "anytime": points})
+    assert run.temperature() == 1.2
+    assert [run.temperature(steps=t) for t in (1, 3, 5, 6, 28)] == [3.0, 3.0, 3.0, 2.0, 2.0]

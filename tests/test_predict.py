@@ -226,3 +226,24 @@ def test_predict_no_calibrated_prints_the_models_own_probabilities(run_dir, tmp_
     assert tops["--no-calibrated"]["probability"] == pytest.approx(float(raw.max()), abs=1e-6)
     assert tops["--calibrated"]["class"] == tops["--no-calibrated"]["class"]
     assert tops["--calibrated"]["probability"] != tops["--no-calibrated"]["probability"]
+
+
+def test_stream_applies_the_temperature_fitted_where_each_prediction_is_made(run_dir, samples):
+    """Predictions after part of the sequence take the temperature fitted on validation at that
+    point, not the whole sequence's (evaluate stores one per tenth of the sequence)."""
+    from fashion_tcn.evaluate import with_temperature
+    from fashion_tcn.stream import StreamingClassifier
+
+    run = RunDir(run_dir)
+    points = json.loads(run.calibration_file.read_text())["anytime"]
+    assert [p["steps"] for p in points] == [3, 6, 8, 11, 14, 17, 20, 22, 25, 28]
+    predictor = Predictor(run_dir)
+    image = samples[0][1]
+    trajectory = StreamingClassifier(predictor.model).run(predictor.sequences(image[None]))[0]
+    for row in predictor.stream(image, fractions=(0.25, 1.0)):
+        t = row["steps"]
+        expected = with_temperature(trajectory[t - 1 : t], run.temperature(steps=t))[0]
+        assert row["probability"] == pytest.approx(float(expected.max()), rel=1e-4)
+    assert run.temperature(steps=7) == points[1]["temperature"]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert {"ece", "ece_whole_temperature", "ece_calibrated"} <= set(metrics["anytime"][0])

@@ -216,6 +216,28 @@ def anytime_accuracy(
     ]
 
 
+def anytime_calibration(
+    y_val: np.ndarray, val_at: np.ndarray, y_test: np.ndarray, test_at: np.ndarray
+) -> tuple[list[float], list[dict]]:
+    """A temperature per point of the sequence, each fitted on validation predictions made
+    there, and the test ECE at each point raw, with the whole-sequence temperature (the last
+    point's) and with its own. Early predictions are surer than they are right: one temperature
+    fitted on whole sequences leaves them so (benchmarks/anytime_calibration.py)."""
+    temperatures = [fit_temperature(y_val, val_at[:, i]) for i in range(val_at.shape[1])]
+    rows = [
+        {
+            "ece": expected_calibration_error(y_test, probs),
+            "ece_whole_temperature": expected_calibration_error(
+                y_test, with_temperature(probs, temperatures[-1])
+            ),
+            "temperature": t,
+            "ece_calibrated": expected_calibration_error(y_test, with_temperature(probs, t)),
+        }
+        for probs, t in zip(np.moveaxis(test_at, 1, 0), temperatures, strict=True)
+    ]
+    return temperatures, rows
+
+
 def confident_mistakes(y_true: np.ndarray, probs: np.ndarray, k: int = 24) -> np.ndarray:
     """Indices of the `k` wrong predictions the model was surest of, surest first."""
     predicted = probs.argmax(axis=1)
@@ -272,19 +294,36 @@ def evaluate_run(
     probs = predict(splits.x_test)
     metrics = compute_metrics(splits.y_test, probs, CLASS_NAMES)
     metrics["calibration"] = calibration(splits.y_val, predict(splits.x_val), splits.y_test, probs)
-    temperature = metrics["calibration"]["temperature"]
-    run.write_json(
-        run.calibration_file,
-        {"temperature": temperature, "fitted_on": f"validation ({len(splits.y_val)} images)"},
-    )
+    stored = {
+        "temperature": metrics["calibration"]["temperature"],
+        "fitted_on": f"validation ({len(splits.y_val)} images)",
+    }
     if cfg.model.kind == "tcn":  # causal: the prediction after 10%, 20%, ... of the sequence
         steps = sequence_length(cfg.data.sequence)
         at = [max(1, round(f * steps)) - 1 for f in ANYTIME_FRACTIONS]
-        x_test = model_inputs(model, splits.x_test, cfg.data.sequence, permutation)
-        partial = np.concatenate(
-            [step_predictions(model, x_test[i : i + 512], at) for i in range(0, len(x_test), 512)]
+
+        def partial(images: np.ndarray) -> np.ndarray:
+            x = model_inputs(model, images, cfg.data.sequence, permutation)
+            return np.concatenate(
+                [step_predictions(model, x[i : i + 512], at) for i in range(0, len(x), 512)]
+            )
+
+        test_at = partial(splits.x_test)
+        temperatures, eces = anytime_calibration(
+            splits.y_val, partial(splits.x_val), splits.y_test, test_at
         )
-        metrics["anytime"] = anytime_accuracy(splits.y_test, partial, steps, at)
+        metrics["anytime"] = [
+            {**row, **ece}
+            for row, ece in zip(
+                anytime_accuracy(splits.y_test, test_at, steps, at), eces, strict=True
+            )
+        ]
+        # what `predict --stream` divides the logits by after each number of steps
+        stored["anytime"] = [
+            {"steps": t + 1, "temperature": temperature}
+            for t, temperature in zip(at, temperatures, strict=True)
+        ]
+    run.write_json(run.calibration_file, stored)
     history = run.history()
 
     def history_mean(column: str) -> float | None:

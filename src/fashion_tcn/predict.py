@@ -174,6 +174,7 @@ class Predictor:
         self.model = run.model()
         self.permutation = run.permutation()
         self.temperature = run.temperature() if calibrated else 1.0
+        self._run, self._calibrated = run, calibrated
 
     def sequences(self, images: np.ndarray) -> np.ndarray:
         return np.asarray(to_sequences(images, self.cfg.data.sequence, self.permutation))
@@ -195,12 +196,14 @@ class Predictor:
 
         sequence = self.sequences(image[None])
         trajectory = StreamingClassifier(self.model, batch=1).run(sequence)[0]  # (T, 10)
-        trajectory = self._calibrate(trajectory)
         steps = len(trajectory)
         out = []
         for fraction in fractions:
             t = max(1, round(fraction * steps))
-            probs = trajectory[t - 1]
+            probs = trajectory[t - 1 : t]
+            if self._calibrated:  # the temperature fitted after about t steps, not the whole
+                probs = with_temperature(probs, self._run.temperature(steps=t))
+            probs = probs[0]
             out.append(
                 {
                     "steps": t,

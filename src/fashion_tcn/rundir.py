@@ -128,12 +128,19 @@ class RunDir:
         """The pixel order of a `permuted` run (None for other modes)."""
         return np.load(self.permutation_file) if self.permutation_file.is_file() else None
 
-    def temperature(self) -> float:
+    def temperature(self, steps: int | None = None) -> float:
         """What the model's logits are divided by for calibrated confidence (1.0 before the
-        run was evaluated: then there is none)."""
+        run was evaluated: then there is none). With `steps`, for a prediction made after that
+        many steps of the sequence: the temperature fitted at the latest point at or before it
+        (the first point's before it), where evaluation fitted one per point."""
         if not self.calibration_file.is_file():
             return 1.0
-        return float(json.loads(self.calibration_file.read_text())["temperature"])
+        stored = json.loads(self.calibration_file.read_text())
+        points = stored.get("anytime")
+        if steps is None or not points:
+            return float(stored["temperature"])
+        earlier = [p for p in points if p["steps"] <= steps] or points[:1]
+        return float(earlier[-1]["temperature"])
 
     def history(self) -> list[dict]:
         if not self.history_file.is_file():
