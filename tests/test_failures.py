@@ -13,6 +13,7 @@ import gzip
 import io
 import os
 import shutil
+import stat
 import struct
 import subprocess
 import sys
@@ -763,3 +764,12 @@ def test_mistakes_are_reported_before_tensorflow_loads(name, tiny_data_dir, tiny
         [sys.executable, "-c", EARLY, *argv], capture_output=True, text=True, timeout=120
     )
     assert result.stdout.split() == ["2", "False", "False"], result.stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_report_to_a_full_device_is_one_line_and_leaves_the_device(tiny_run, capsys):
+    """`report RUN -o /dev/full` once exited 0 after renaming an HTML file over the device."""
+    assert main(["report", str(tiny_run), "-o", "/dev/full"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["fashion-tcn: error: /dev/full: No space left on device"]
+    assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
