@@ -23,6 +23,7 @@ from fashion_tcn.config import (
 from fashion_tcn.data import DataError, find_data_dir, load_fashion_mnist
 from fashion_tcn.flags import build_parser, config_overrides, flag_name
 from fashion_tcn.rundir import RunDir
+from fashion_tcn.splits import limit_notes
 
 # what `--resume` may change: the saved model and optimizer ignore the rest, so the rest is refused
 RESUMABLE = ("data.data_dir", "train.epochs", "train.early_stopping", "train.tensorboard")
@@ -93,7 +94,9 @@ def _train(args: argparse.Namespace) -> int:
     if cfg.model.kind == "cnn" and cfg.data.sequence != "rows":
         print(f"note: the cnn reads the 28x28 image; --sequence {cfg.data.sequence} is ignored")
     cfg = cfg.resolved()  # cross-field checks (receptive field) before anything slow
-    load_fashion_mnist(cfg.data.data_dir)  # bad data is reported before TensorFlow loads
+    # bad data is reported before TensorFlow loads
+    for note in limit_notes(cfg, *load_fashion_mnist(cfg.data.data_dir)):
+        print(f"note: {note}")
     _quiet_tensorflow()
     from fashion_tcn.train import default_run_dir, train
 
@@ -113,12 +116,17 @@ def _train(args: argparse.Namespace) -> int:
     return code
 
 
-def _test_and_report(run: RunDir, data_dir: str | None, explain_per_class: int = 10) -> None:
+def _test_and_report(
+    run: RunDir, data_dir: str | None, explain_per_class: int = 10, other_data: bool = False
+) -> None:
     """Test a run's best model once, print the metrics, (re)draw its page."""
     from fashion_tcn.evaluate import evaluate_run, format_metrics
     from fashion_tcn.report import build_report
 
-    print(format_metrics(evaluate_run(run, data_dir, explain_per_class=explain_per_class)))
+    metrics = evaluate_run(
+        run, data_dir, explain_per_class=explain_per_class, other_data=other_data
+    )
+    print(format_metrics(metrics))
     build_report([run.path])
 
 
@@ -153,7 +161,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.explain_per_class < 1:
         raise ConfigError("--explain-per-class must be >= 1")
     _quiet_tensorflow()
-    _test_and_report(run, args.data_dir, args.explain_per_class)
+    _test_and_report(run, args.data_dir, args.explain_per_class, args.other_data)
     return 0
 
 

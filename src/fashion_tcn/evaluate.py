@@ -7,6 +7,7 @@ truth table is derived from it, so the two can never disagree.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ from fashion_tcn import plots
 from fashion_tcn.config import sequence_length
 from fashion_tcn.data import CLASS_NAMES
 from fashion_tcn.rundir import RunDir
-from fashion_tcn.splits import Splits, load_splits
+from fashion_tcn.splits import Splits, check_same_data, load_splits
 
 # Keras' epsilon and clipping for categorical cross-entropy, so the loss matches `model.evaluate`.
 _EPSILON = 1e-7
@@ -274,6 +275,7 @@ def evaluate_run(
     *,
     splits: Splits | None = None,
     explain_per_class: int = 10,
+    other_data: bool = False,
 ) -> dict:
     """Test the run's best model once; (re)write its metrics, tables, predictions, the most
     confident mistakes, calibration, explanations (class maps over `explain_per_class` test
@@ -288,6 +290,13 @@ def evaluate_run(
         cfg.data.data_dir = data_dir
     if splits is None:
         splits = load_splits(cfg)
+    recorded = json.loads(run.data_file.read_text()) if run.data_file.is_file() else {}
+    data = {
+        None: "not recorded with the run",
+        splits.provenance["fingerprint"]: "as trained",
+    }.get(recorded.get("fingerprint"), "other than the run was trained on (--other-data)")
+    if not other_data:
+        check_same_data(recorded, splits, f"{run}: evaluate (--other-data to test on it anyway)")
     model = run.model()
     permutation = run.permutation()
     predict = explain.predictor(model, cfg.data.sequence, permutation)
@@ -338,7 +347,9 @@ def evaluate_run(
         mean_epoch_time=history_mean("epoch_time"),
         mean_samples_per_s=history_mean("samples_per_s"),
         receptive_field=model.get_layer("tcn").receptive_field if cfg.model.kind == "tcn" else None,
-        test_set="full" if cfg.data.limit_test is None else f"random {len(splits.y_test)}",
+        test_set=splits.test_set,
+        data_fingerprint=splits.provenance["fingerprint"],
+        data=data,
     )
     write_metrics(run, metrics)
     run.save_npz(run.predictions_file, labels=splits.y_test, probs=probs)

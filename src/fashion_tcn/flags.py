@@ -141,6 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir", type=Path)
     evaluate.add_argument("--data-dir", help="folder with the IDX .gz files or Kaggle CSVs")
     evaluate.add_argument(
+        "--other-data",
+        action="store_true",
+        help="test on data other than the run was trained on (refused otherwise; the metrics "
+        "say so)",
+    )
+    evaluate.add_argument(
         "--explain-per-class",
         type=int,
         default=10,

@@ -7,6 +7,7 @@ that the CLI calls after it.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -22,7 +23,7 @@ from fashion_tcn.files import atomic_path
 from fashion_tcn.models import CrossEntropy, LastStepAccuracy, build_classifier, takes_images
 from fashion_tcn.rundir import RunDir, mark_epochs, marked_epochs
 from fashion_tcn.sequences import make_dataset, make_permutation, training_batches
-from fashion_tcn.splits import load_splits
+from fashion_tcn.splits import check_same_data, load_splits
 
 
 def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
@@ -287,6 +288,8 @@ def train(
         )
     _seed_everything(cfg.train.seed)
     splits = load_splits(cfg)  # before touching the run dir, so bad data leaves nothing behind
+    if resume and run.data_file.is_file():
+        check_same_data(json.loads(run.data_file.read_text()), splits, f"{run}: --resume")
     run.path.mkdir(parents=True, exist_ok=True)
     run.write_config(cfg)
     run.write_json(run.data_file, splits.provenance)
