@@ -304,4 +304,33 @@ def test_jobs_start_worker_processes(tiny_data_dir, tmp_path, capsys):
     assert _sweep(tiny_data_dir, out, space, "--trials", "2", "--jobs", "2") == 0
     study = optuna.load_study(study_name="fashion-tcn", storage=f"sqlite:///{out / 'study.db'}")
     assert sorted(t.number for t in study.trials) == [0, 1]
+    workers = {t.user_attrs["worker"] for t in study.trials}
+    assert len(workers) == 2, workers  # each process took a trial
     assert "2 worker(s)" in capsys.readouterr().out
+
+
+def test_a_trial_on_a_longer_schedule_is_not_pruned_for_it():
+    """Three 5-epoch trials whose validation accuracy rises with the fraction of the schedule
+    done; a 20-epoch trial that rises the same way is behind them at every epoch but never at
+    any fraction of its schedule: it runs to the end. One that is really worse is pruned."""
+    import types
+
+    from fashion_tcn.sweep import PruningCallback, make_pruner
+
+    study = optuna.create_study(direction="maximize", pruner=make_pruner())
+
+    def run(epochs: int, quality: float) -> int | None:
+        trial = study.ask()
+        callback = PruningCallback(trial, epochs)
+        callback.set_model(types.SimpleNamespace(stop_training=False))
+        for epoch in range(epochs):
+            callback.on_epoch_end(epoch, {"val_accuracy": quality * (epoch + 1) / epochs})
+            if callback.model.stop_training:
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                return callback.pruned_at
+        study.tell(trial, quality)
+        return None
+
+    assert [run(5, 0.9) for _ in range(3)] == [None, None, None]
+    assert run(20, 0.9) is None  # epoch 2 of 20 (0.09) < epoch 2 of 5 (0.36): fine here
+    assert run(20, 0.5) is not None

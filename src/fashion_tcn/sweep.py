@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import os
+import socket
 import time
 import warnings
 from collections.abc import Callable
@@ -33,18 +35,34 @@ optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
 class PruningCallback(keras.callbacks.Callback):
-    """Reports validation accuracy each epoch and stops a trial the pruner gives up on."""
+    """Reports validation accuracy each epoch and stops a trial the pruner gives up on.
 
-    def __init__(self, trial: optuna.Trial):
+    The step reported is the percentage of the trial's schedule done, not the epoch: trials
+    of 5 and 20 epochs decay their cosine learning rate at different paces, and epoch 2 of a
+    20-epoch trial is compared with epoch 2 of a 5-epoch one otherwise (and pruned for being
+    on a longer schedule). At equal fractions the pruner compares like with like."""
+
+    def __init__(self, trial: optuna.Trial, epochs: int):
         super().__init__()
         self.trial = trial
+        self.epochs = epochs
         self.pruned_at: int | None = None
 
     def on_epoch_end(self, epoch, logs=None):
-        self.trial.report(float(logs["val_accuracy"]), epoch)
+        self.trial.report(float(logs["val_accuracy"]), schedule_percent(epoch, self.epochs))
         if self.trial.should_prune():
             self.pruned_at = epoch
             self.model.stop_training = True
+
+
+def schedule_percent(epoch: int, epochs: int) -> int:
+    """How much of an `epochs`-long schedule is done after 0-based `epoch`, in percent."""
+    return round(100 * (epoch + 1) / epochs)
+
+
+def make_pruner() -> optuna.pruners.BasePruner:
+    """Median pruning from a quarter of the schedule on, once 3 trials have finished."""
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=25)
 
 
 def storage_url(storage: str | None, out_dir: Path) -> str:
@@ -99,7 +117,7 @@ def open_study(storage: optuna.storages.RDBStorage, name: str) -> optuna.Study:
         study_name=name,
         direction="maximize",
         load_if_exists=True,
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
+        pruner=make_pruner(),
         sampler=optuna.samplers.TPESampler(),  # unseeded: parallel workers must not agree
     )
 
@@ -143,12 +161,13 @@ def _objective(trial: optuna.Trial, base: Config, space: list[Param], out_dir: P
     params = {p.name: p.suggest(trial) for p in space}
     run_dir = out_dir / "trials" / f"trial-{trial.number:04d}"
     trial.set_user_attr("run_dir", str(run_dir))
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     try:
         cfg = override(base, to_overrides(params)).resolved()
     except ConfigError as error:  # e.g. a receptive field too short for the sequence
         trial.set_user_attr("reason", str(error))
         raise optuna.TrialPruned(str(error)) from None
-    pruner = PruningCallback(trial)
+    pruner = PruningCallback(trial, cfg.train.epochs)
     try:
         run = train(cfg, run_dir, verbose=0, callbacks=[pruner])
     except Exception as error:
