@@ -275,3 +275,20 @@ def test_run_temperature_for_a_prefix_is_the_one_fitted_at_or_before_it(tmp_path
     run.write_json(run.calibration_file, {"temperature": 1.2, "anytime": points})
     assert run.temperature() == 1.2
     assert [run.temperature(steps=t) for t in (1, 3, 5, 6, 28)] == [3.0, 3.0, 3.0, 2.0, 2.0]
+
+
+def test_temperature_never_raises_the_validation_log_loss():
+    """Already calibrated, overconfident or underconfident: the fitted temperature's validation
+    log-loss is at most that of none (the one thing temperature scaling promises)."""
+    from fashion_tcn.evaluate import calibration, with_temperature
+
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(3_000, 10)) * 2.0
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    labels = np.array([rng.choice(10, p=p) for p in probs])
+    for t in (1.0, 0.5, 2.0):
+        shown = with_temperature(probs, t)
+        fitted = calibration(labels[:1500], shown[:1500], labels[1500:], shown[1500:])
+        assert fitted["nll_validation_calibrated"] <= fitted["nll_validation"]
+        if t != 1.0:
+            assert fitted["nll_validation_calibrated"] < fitted["nll_validation"] - 0.01

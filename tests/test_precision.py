@@ -1,5 +1,10 @@
 """--precision: every policy trains, saves, reloads, streams and exports; softmax stays float32."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -13,7 +18,8 @@ from fashion_tcn.predict import Predictor
 from fashion_tcn.stream import StreamingClassifier
 from fashion_tcn.train import auto_precision
 
-# how far a low-precision full pass may be from the float64 stream of the same weights
+# how far a low-precision stream may be from the full pass of the same model, step by step
+# (28-step rows here; 784 steps with mean pooling: test_bfloat16_mean_pooling_...)
 TOLERANCE = {"float32": 1e-5, "mixed_bfloat16": 0.05, "mixed_float16": 0.01}
 
 
@@ -72,15 +78,42 @@ def test_savedmodel_export_gives_the_same_predictions(run, images, tmp_path):
     np.testing.assert_allclose(loaded.serve(images).numpy(), expected, atol=1e-5)
 
 
-def test_auto_is_float32_on_a_cpu(monkeypatch):
+def test_auto_is_bfloat16_on_an_accelerator_or_an_amx_cpu_else_float32(monkeypatch):
     import fashion_tcn.train as train_module
 
     pixels = override(Config(), {"data.sequence": "pixels"}).resolved()
     assert pixels.train.precision == "auto"
-    monkeypatch.setattr(train_module, "accelerator", lambda: False)
-    assert auto_precision(pixels) == "float32"
-    monkeypatch.setattr(train_module, "accelerator", lambda: True)
-    assert auto_precision(pixels) == "mixed_bfloat16"
+    for gpu, amx, expected in [
+        (False, False, "float32"),
+        (False, True, "mixed_bfloat16"),
+        (True, False, "mixed_bfloat16"),
+    ]:
+        monkeypatch.setattr(train_module, "accelerator", lambda gpu=gpu: gpu)
+        monkeypatch.setattr(train_module, "cpu_prefers_bfloat16", lambda amx=amx: amx)
+        assert auto_precision(pixels) == expected
+
+
+SAPPHIRE_RAPIDS = "flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n"
+EPYC = "flags\t\t: fpu sse2 avx2 fma\nbugs\t\t: amx_bf16_is_not_a_flag_here\n"
+
+
+def test_the_cpu_probe_reads_amx_from_the_flags():
+    from fashion_tcn.train import cpu_prefers_bfloat16
+
+    assert cpu_prefers_bfloat16(SAPPHIRE_RAPIDS) is True
+    assert cpu_prefers_bfloat16(EPYC) is False
+    assert cpu_prefers_bfloat16("") is False
+    cpuinfo = Path("/proc/cpuinfo")
+    here = cpuinfo.read_text() if cpuinfo.exists() else ""
+    assert cpu_prefers_bfloat16() == (" amx_bf16" in here)
+
+
+def test_the_device_probe_sees_no_accelerator_when_none_is_visible():
+    """The probe itself, in a process where no GPU is visible, whatever this machine has."""
+    code = "from fashion_tcn.train import accelerator; print(accelerator())"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0 and out.stdout.strip().splitlines()[-1] == "False", out.stderr
 
 
 def test_unknown_precision_is_refused():

@@ -49,7 +49,9 @@ def test_rows_tcn_learns_real_data(tmp_path, capsys):
     assert "Sneaker" in out and "accuracy" in out.lower()
 
     calibration = metrics["calibration"]
-    assert calibration["ece_calibrated"] < calibration["ece"]  # the fit is on validation
+    # what the fit guarantees; the test ECE (in the report) may move either way
+    assert calibration["nll_validation_calibrated"] <= calibration["nll_validation"]
+    assert 0 <= calibration["ece_calibrated"] < 0.1
     assert json.loads((run / "calibration.json").read_text())["temperature"] > 0
     page = open_in_chromium(run / "report.html", tmp_path)
     assert {"Calibration", "Explanations"} <= set(page["h3"])

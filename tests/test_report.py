@@ -30,6 +30,20 @@ def test_plot_confusion_matrix_writes_png(tmp_path: Path, normalize: bool) -> No
     assert_png(path)
 
 
+@pytest.mark.parametrize("normalize", [False, True])
+def test_confusion_figure_shows_counts_or_row_fractions(normalize: bool) -> None:
+    from fashion_tcn.plots import confusion_figure
+
+    cm = np.vstack([CM[:2], np.zeros(3, int)])  # a class with no examples: a row of zeros
+    ax = confusion_figure(cm, NAMES, normalize=normalize, title="t").axes[0]
+    shown = np.asarray(ax.images[0].get_array())
+    expected = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) if normalize else cm
+    np.testing.assert_allclose(shown, expected)
+    assert ax.images[0].get_clim() == ((0.0, 1.0) if normalize else (0.0, float(cm.max())))
+    cells = [t.get_text() for t in ax.texts]
+    assert cells[:3] == (["0.83", "0.05", "0.12"] if normalize else ["50", "3", "7"])
+
+
 def test_plot_confusion_matrix_tolerates_empty_rows(tmp_path: Path) -> None:
     cm = np.zeros((3, 3), dtype=np.int64)
     assert_png(plot_confusion_matrix(cm, NAMES, tmp_path / "cm.png", normalize=True))

@@ -113,7 +113,7 @@ def test_non_tcn_model_is_refused():
         StreamingClassifier(model)
 
 
-def test_anytime_training_writes_the_curve_and_still_streams(train_tiny, tmp_path):
+def test_anytime_training_writes_the_curve_and_still_streams(train_tiny, tiny_data_dir, tmp_path):
     import csv
     import json
 
@@ -144,10 +144,19 @@ def test_anytime_training_writes_the_curve_and_still_streams(train_tiny, tmp_pat
     assert float(rows[-1]["accuracy"]) == pytest.approx(metrics["accuracy"])
     model = keras.saving.load_model(run / "model.keras")
     assert model.output_shape == (None, 28, 10)  # a prediction after every row
-    x = Predictor(run).sequences(np.zeros((2, 28, 28), np.uint8))
-    np.testing.assert_allclose(
-        StreamingClassifier(model, 2).run(x), model.predict(x, verbose=0), atol=1e-5
-    )
+    from fashion_tcn.data import load_fashion_mnist
+
+    # real images, whose rows differ: a cache one step out of line would show (zeros hide it)
+    images = load_fashion_mnist(tiny_data_dir)[1].images[:4]
+    x = Predictor(run).sequences(images)
+    full = model.predict(images, verbose=0)  # the model takes images; the stream, sequences
+    assert np.abs(np.diff(full, axis=1)).max() > 1e-3  # the prediction moves as rows arrive
+    stream = StreamingClassifier(model, 4)
+    chunks = [stream.run(x[:, :5]), stream.run(x[:, 5:])]  # the state carries between calls
+    np.testing.assert_allclose(np.concatenate(chunks, axis=1), full, atol=1e-5)
+    stream.reset()
+    one_by_one = np.stack([stream.step(x[:, t]) for t in range(x.shape[1])], axis=1)
+    np.testing.assert_allclose(one_by_one, full, atol=1e-5)
 
 
 def test_anytime_loss_needs_a_tcn_without_batch_norm():

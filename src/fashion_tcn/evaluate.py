@@ -168,18 +168,22 @@ def with_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
     return z / z.sum(axis=1, keepdims=True)
 
 
+def log_loss(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """Mean negative log-likelihood of the true classes."""
+    return float(-np.log(np.clip(probs[np.arange(len(y_true)), y_true], 1e-30, 1.0)).mean())
+
+
 def fit_temperature(y_true: np.ndarray, probs: np.ndarray) -> float:
     """The temperature that minimises the validation cross-entropy (Guo et al., 2017): one
-    number, so it changes confidence but never which class wins."""
+    number, so it changes confidence but never which class wins. Never worse on validation than
+    no temperature (1.0 is kept unless the search finds lower)."""
     from scipy.optimize import minimize_scalar
 
-    rows = np.arange(len(y_true))
-
     def nll(log_t: float) -> float:
-        scaled = with_temperature(probs, float(np.exp(log_t)))
-        return float(-np.log(np.clip(scaled[rows, y_true], 1e-30, 1.0)).mean())
+        return log_loss(y_true, with_temperature(probs, float(np.exp(log_t))))
 
-    return float(np.exp(minimize_scalar(nll, bounds=(-3.0, 3.0), method="bounded").x))
+    found = minimize_scalar(nll, bounds=(-3.0, 3.0), method="bounded")
+    return float(np.exp(found.x)) if found.fun < nll(0.0) else 1.0
 
 
 def calibration(
@@ -192,6 +196,9 @@ def calibration(
     return {
         "temperature": temperature,
         "validation_examples": len(y_val),
+        # what the fit guarantees: the validation log-loss does not rise (the ECE may)
+        "nll_validation": log_loss(y_val, val_probs),
+        "nll_validation_calibrated": log_loss(y_val, with_temperature(val_probs, temperature)),
         "bins": RELIABILITY_BINS,
         "ece": expected_calibration_error(y_test, probs),
         "ece_calibrated": expected_calibration_error(y_test, calibrated),

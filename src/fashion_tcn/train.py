@@ -183,11 +183,24 @@ def accelerator() -> bool:
     return False
 
 
+def cpu_prefers_bfloat16(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU has AMX bfloat16 tiles (Intel Xeon since Sapphire Rapids), read from
+    /proc/cpuinfo's flags (or `cpuinfo`); False where it cannot tell."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    flags = next((line for line in cpuinfo.splitlines() if line.startswith("flags")), "")
+    return "amx_bf16" in flags.split()
+
+
 def auto_precision(cfg: Config) -> str:
-    """The precision `auto` stands for, as measured (README, "Speed"): bfloat16 on an
-    accelerator (an H100 trained pixels-wide.yaml 4.8x faster with it), float32 on a CPU
-    (TensorFlow's bfloat16 convolutions trained it 10x slower on this project's AVX-512 CPU)."""
-    return "mixed_bfloat16" if accelerator() else "float32"
+    """The precision `auto` stands for, as measured (docs/benchmarks.md): bfloat16 on an
+    accelerator (an H100 trained pixels-wide.yaml 4.8x faster with it) and on a CPU with AMX
+    (an Intel Xeon trained the wide pixel TCN 1.75x faster), float32 on other CPUs (an AMD EPYC
+    trained it far slower in bfloat16)."""
+    return "mixed_bfloat16" if accelerator() or cpu_prefers_bfloat16() else "float32"
 
 
 def default_run_dir(cfg: Config) -> Path:
