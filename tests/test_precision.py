@@ -218,13 +218,16 @@ def test_bfloat16_mean_pooling_counts_every_one_of_784_steps():
 
     expected = numpy(reference(x, all_steps=True))
     full = numpy(low(x, all_steps=True))
-    assert np.abs(expected).max() > 0.5  # the tolerance below is small against the outputs
-    np.testing.assert_allclose(full, expected, atol=0.03)
-    np.testing.assert_allclose(numpy(low(x)), expected[:, -1], atol=0.03)
+    scale = float(np.abs(expected).max())
+    assert scale > 0.1
+    tolerance = 0.02 * scale  # bfloat16 rounding; the counts went 30% wrong
+    np.testing.assert_allclose(full, expected, atol=tolerance)
+    np.testing.assert_allclose(numpy(low(x)), expected[:, -1], atol=tolerance)
     cache = [np.zeros((2, *shape), "float32") for shape in low.cache_shapes()]
     chunks = []
     for start, stop in [(0, 255), (255, 256), (256, 257), (257, 384), (384, 784)]:
         y, cache = low(x[:, start:stop], cache=cache)
         chunks.append(numpy(y))
     assert numpy(cache[-1]).ravel().tolist() == [784.0, 784.0]  # the running count
-    np.testing.assert_allclose(np.concatenate(chunks, axis=1)[:, 255:], full[:, 255:], atol=0.03)
+    streamed = np.concatenate(chunks, axis=1)[:, 255:]
+    np.testing.assert_allclose(streamed, full[:, 255:], atol=tolerance)
