@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import sys
@@ -46,7 +47,9 @@ def _check_resume(saved: Config, new: Config) -> None:
 
 
 def _quiet_tensorflow() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # tf.data graph chatter is not for users
+    """TensorFlow's start-up and deprecation lines are not for users (errors still raise)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # C++ logs, before TensorFlow loads
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # its Python warnings (tf2onnx's)
 
 
 def _check_run_dir_free(run_dir: Path | None, resume: bool) -> None:

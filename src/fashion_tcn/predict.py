@@ -243,7 +243,10 @@ def explain_inputs(
             records.append({"input": item.name, "error": item.error})
             continue
         example = {key: values[index[id(item)]] for key, values in explained.items()}
-        name = re.sub(r"[^\w.-]+", "_", Path(item.name).name).strip("_")
+        base = Path(item.name).name
+        if Path(base).suffix.lower() in IMAGE_SUFFIXES:  # a.png's figure is a.png, not a.png.png
+            base = Path(base).stem
+        name = re.sub(r"[^\w.-]+", "_", base).strip("_")
         while name in taken:  # two inputs of one name: a.png, a.png_2, ...
             name += "_2"
         taken.add(name)

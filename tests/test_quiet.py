@@ -1,0 +1,71 @@
+"""Every command, in a fresh process as a user runs it, prints nothing on stderr when it works:
+no TensorFlow start-up lines, no deprecation notes from the exporters."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fashion_tcn.data import load_fashion_mnist
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_CPP")}  # as a user has it
+    return subprocess.run(
+        [sys.executable, "-m", "fashion_tcn.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_data_dir, tmp_path_factory):
+    run = tmp_path_factory.mktemp("quiet") / "run"
+    flags = ["--epochs", "1", "--filters", "4", "--stacks", "1", "--dilations", "1,2,4"]
+    result = _run("train", "--data-dir", str(tiny_data_dir), "--run-dir", str(run), *flags)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    return run
+
+
+@pytest.fixture(scope="module")
+def inputs(tiny_data_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("inputs")
+    images = load_fashion_mnist(tiny_data_dir)[1].images[:2]
+    Image.fromarray(images[0]).save(folder / "img0.png")
+    np.save(folder / "two.npy", images)
+    return folder
+
+
+def test_predict_stream_and_explain_are_quiet(run_dir, inputs, tmp_path):
+    for args in (
+        ["predict", str(run_dir), str(inputs / "img0.png"), str(inputs / "two.npy")],
+        ["predict", str(run_dir), str(inputs / "img0.png"), "--stream"],
+        ["explain", str(run_dir), str(inputs / "img0.png"), "-o", str(tmp_path / "x")],
+    ):
+        result = _run(*args)
+        assert result.returncode == 0 and result.stderr == "", (args, result.stderr)
+    assert sorted(p.name for p in (tmp_path / "x").iterdir()) == ["img0.png"]
+
+
+def test_evaluate_report_and_data_are_quiet(run_dir, tiny_data_dir):
+    for args in (
+        ["evaluate", str(run_dir)],
+        ["report", str(run_dir)],
+        ["data", "--data-dir", str(tiny_data_dir)],
+    ):
+        result = _run(*args)
+        assert result.returncode == 0 and result.stderr == "", (args, result.stderr)
+
+
+@pytest.mark.parametrize("fmt", ["savedmodel", "tflite", "onnx"])
+def test_export_is_quiet(run_dir, fmt, tmp_path):
+    pytest.importorskip("tensorflow", reason="export writes TensorFlow formats")
+    if fmt == "onnx":
+        pytest.importorskip("tf2onnx")
+    result = _run("export", str(run_dir), "--format", fmt, "--out", str(tmp_path / f"m.{fmt}"))
+    assert result.returncode == 0 and result.stderr == "", result.stderr
