@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # study) and Chromium with a monospace font (the report's browser test).
 TEST_PACKAGES := postgresql chromium fonts-dejavu-core
 
-.PHONY: demo test test-fast test-jax lint data test-system venv clean
+.PHONY: demo test test-fast test-jax lint docs data test-system venv clean
 
 demo: data
 	$(BIN)/fashion-tcn train
@@ -43,6 +43,10 @@ test-system:
 
 test-fast: venv
 	$(BIN)/pytest $(XDIST)
+
+# docs/cli.md is generated from the parser; tests/test_docs.py fails when it is stale
+docs: venv
+	$(BIN)/python -c "from fashion_tcn.flags import reference; print(reference(), end='')" > docs/cli.md
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks

@@ -10,6 +10,7 @@ file's value alone.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Iterable
 from dataclasses import fields
 from pathlib import Path
@@ -206,3 +207,26 @@ def build_parser() -> argparse.ArgumentParser:
     data_cmd = commands.add_parser("data", help="find (or download) and verify Fashion-MNIST")
     data_cmd.add_argument("--data-dir", help="folder with the IDX .gz files or Kaggle CSVs")
     return parser
+
+
+def reference(width: int = 100) -> str:
+    """docs/cli.md: what `fashion-tcn --help` and every `fashion-tcn COMMAND --help` print, at a
+    fixed width (`make docs` writes it; tests/test_docs.py fails when the page differs)."""
+    previous = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = str(width)  # argparse wraps help to the terminal's width
+    try:
+        parser = build_parser()
+        (commands,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parts = [
+            "# Command-line reference\n\n"
+            "Generated from the parser (`make docs`); `tests/test_docs.py` keeps it current.\n\n"
+            f"```\n{parser.format_help()}```\n"
+        ]
+        for name, sub in commands.choices.items():
+            parts.append(f"\n## fashion-tcn {name}\n\n```\n{sub.format_help()}```\n")
+        return "".join(parts)
+    finally:
+        if previous is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = previous
