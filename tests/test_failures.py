@@ -793,7 +793,7 @@ EARLY = textwrap.dedent(
     ],
 )
 def test_mistakes_are_reported_before_tensorflow_loads(name, tiny_data_dir, tiny_run, tmp_path):
-    """The README promises these in a fraction of a second: Keras is never imported for them."""
+    """docs/training.md promises these before TensorFlow loads: Keras is never imported for them."""
     argv = CASES[name][0](Ctx(tmp_path, tiny_data_dir, tiny_run))
     if argv[:1] == ["train"] and "--data-dir" not in argv and "--resume" not in argv:
         argv += ["--data-dir", str(tiny_data_dir)]

@@ -1,5 +1,5 @@
 """Data flows one way: no module imports one that comes later in `ORDER` (lazy imports inside
-functions included), so the layering the README describes is checked, not hoped for."""
+functions included), so the layering docs/development.md describes is checked, not hoped for."""
 
 import ast
 from pathlib import Path

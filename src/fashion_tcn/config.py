@@ -282,13 +282,13 @@ class TrainConfig(_Section):
 
 ADAMW_WEIGHT_DECAY = 0.05  # AdamW's default decay here; Keras's own (0.004) barely regularises
 
-# Defaults per sequence mode, chosen to train well on a 2-core CPU (figures in the README).
+# Defaults per sequence mode, chosen to train well on a 2-core CPU (docs/results.md).
 # pixels/permuted follow Bai et al. (2018): 8 levels x 25 filters, kernel 7 (receptive field 3061).
 MODE_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "rows": {
         "model": {"filters": 64, "kernel_size": 3, "dilations": [1, 2, 4, 8], "dropout": 0.05,
                   "norm": "weight", "stacks": 2,
-                  "step_filters": 8},  # +1 point of validation at 20 epochs (README, issue 14)
+                  "step_filters": 8},  # chosen on validation at 20 epochs
         "train": {"epochs": 20},
     },
     "pixels": {

@@ -197,9 +197,9 @@ def cpu_prefers_bfloat16(cpuinfo: str | None = None) -> bool:
 
 def auto_precision(cfg: Config) -> str:
     """The precision `auto` stands for, as measured (docs/benchmarks.md): bfloat16 on an
-    accelerator (an H100 trained pixels-wide.yaml 4.8x faster with it) and on a CPU with AMX
-    (an Intel Xeon trained the wide pixel TCN 1.75x faster), float32 on other CPUs (an AMD EPYC
-    trained it far slower in bfloat16)."""
+    accelerator (an H200 trained the wide pixel TCN 1.31x faster with it) and on a CPU with AMX
+    (an Intel Xeon: 1.75x), float32 on other CPUs (an AMD EPYC trained it far slower in
+    bfloat16)."""
     return "mixed_bfloat16" if accelerator() or cpu_prefers_bfloat16() else "float32"
 
 
