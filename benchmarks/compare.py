@@ -10,11 +10,13 @@ Each entry is MODEL:SEQUENCE, optionally with flags for that entry only after a 
 (`tcn:rows:--augment strong --epochs 40`). Flags after the entries apply to every entry, exactly as
 `fashion-tcn train` takes them. Each entry trains once per `--seeds` seed, into
 OUT/<model>-<sequence>[-N]-s<seed>; a run directory that already has metrics.json is read, not
-retrained, so an interrupted comparison resumes (`fashion-tcn train --resume` continues a single
+retrained (its config.yaml, history.csv and metrics.json suffice), so an interrupted comparison
+resumes (`fashion-tcn train --resume` continues a single
 stopped run). `--choose FLAG=V1,V2` (repeatable; `none` leaves the flag out) first trains every
 combination for `--choose-epochs` on the first seed, into OUT/<model>-<sequence>-choose/, and each
 entry keeps the one with the best validation accuracy (the test set is never looked at).
-Writes OUT/compare.md and OUT/compare.csv and prints the Markdown table:
+Writes OUT/compare.md, OUT/compare.csv and OUT/compare.png (validation accuracy per epoch, mean
+and band over the seeds, every entry together) and prints the Markdown table:
 - test accuracy as mean +- std over the seeds (sample std; n = number of seeds), best validation
   accuracy likewise;
 - cost: parameters, mean s/epoch and training samples/s (as measured, so only comparable between
@@ -89,11 +91,17 @@ def _mean_std(values: list[float], scale: float = 100.0, unit: str = "%") -> str
 
 
 def streaming_cost(run_dir: Path) -> dict | None:
-    import keras
+    """From the run's config, so a finished run's config.yaml, history.csv and metrics.json are
+    all a comparison needs again (they are small enough to keep with the results)."""
+    import numpy as np
 
+    from fashion_tcn.config import load_config
+    from fashion_tcn.models import build_classifier
     from fashion_tcn.stream import step_cost
 
-    return step_cost(keras.saving.load_model(run_dir / "model.keras"))
+    cfg = load_config(run_dir / "config.yaml")
+    permutation = np.arange(784) if cfg.data.sequence == "permuted" else None
+    return step_cost(build_classifier(cfg, permutation=permutation))
 
 
 def _grid_flags(choose: list[tuple[str, list[str]]]) -> list[list[str]]:
@@ -150,6 +158,7 @@ def run_entry(
     reached = [t for t in (time_to(h, target) for h in histories) if t is not None]
     cost = streaming_cost(runs[0])
     return {
+        "_curves": [[float(row["val_accuracy"]) for row in h] for h in histories],
         "model": model,
         "sequence": metrics[0]["sequence"],
         "test accuracy": _mean_std([m["accuracy"] for m in metrics]),
@@ -173,6 +182,31 @@ def run_entry(
         "chosen": chosen or "n/a",
         "command": f"`fashion-tcn train {shlex.join(args)} --seed S`",
     }
+
+
+def plot_curves(rows: list[dict], path: Path) -> Path:
+    """Validation accuracy per epoch: the mean over each entry's seeds, with a band of one
+    standard deviation either side."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    for row in rows:
+        curves = row["_curves"]
+        steps = min(len(c) for c in curves)
+        values = np.array([c[:steps] for c in curves])
+        epochs = np.arange(1, steps + 1)
+        mean = values.mean(axis=0)
+        ax.plot(epochs, mean, label=f"{row['model']} {row['sequence']} ({len(curves)} seeds)")
+        if len(curves) > 1:
+            spread = values.std(axis=0, ddof=1)
+            ax.fill_between(epochs, mean - spread, mean + spread, alpha=0.2)
+    ax.set(xlabel="epoch", ylabel="validation accuracy", title="Validation accuracy, mean ± std")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.savefig(path, dpi=120)
+    return path
 
 
 def markdown(rows: list[dict]) -> str:
@@ -247,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         print(f"compare: {entry}: {rows[-1]['test accuracy']}", flush=True)
+    plot_curves(rows, args.out / "compare.png")
+    for row in rows:
+        del row["_curves"]
     table = markdown(rows)
     (args.out / "compare.md").write_text(table)
     with (args.out / "compare.csv").open("w", newline="") as f:
