@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # study) and Chromium with a monospace font (the report's browser test).
 TEST_PACKAGES := postgresql chromium fonts-dejavu-core
 
-.PHONY: demo test test-fast test-jax lint docs data test-system venv clean
+.PHONY: demo test test-fast test-jax lint docs data test-system venv gpu-carry clean
 
 demo: data
 	@echo "make demo: training the default row-wise TCN for 20 epochs: DEMO_TIME on 2 CPU cores"
@@ -68,6 +68,16 @@ data: venv
 	  $(SUDO) apt-get install -y -qq dataset-fashion-mnist || \
 	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist; }; }
 	$(BIN)/fashion-tcn data
+
+# What a lent GPU machine (Python 3.12, JAX, no Keras, no internet) needs from here: pure wheels
+# and the four data files, carried to it as .whl and .data (benchmarks/gpu_session.sh).
+gpu-carry: data
+	rm -rf .whl .data && mkdir -p .data
+	$(BIN)/pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+	  --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl \
+	  keras namex optree h5py rich markdown-it-py mdurl pygments absl-py \
+	  pyyaml jinja2 markupsafe optuna sqlalchemy alembic colorlog tqdm pytorch-tcn==1.2.3
+	cp $$($(BIN)/python -c "from fashion_tcn.data import find_data_dir; print(find_data_dir(None))")/*.gz .data/
 
 clean:
 	rm -rf $(VENV) $(JAX_VENV) build src/*.egg-info .pytest_cache .ruff_cache
