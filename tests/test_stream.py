@@ -173,7 +173,7 @@ def test_anytime_loss_needs_a_tcn_without_batch_norm():
 def test_exported_step_streams_in_tflite_like_the_full_pass(tmp_path, pooling):
     import tensorflow as tf
 
-    from fashion_tcn.stream import export_step
+    from fashion_tcn.export import export_step
 
     _, model = _row_model("weight", pooling=pooling)
     x = np.random.default_rng(5).random((2, 28, 28)).astype("float32")

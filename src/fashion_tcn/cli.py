@@ -247,7 +247,7 @@ def _explain(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     _run_dir(args.run_dir)
     _quiet_tensorflow()
-    from fashion_tcn.predict import export
+    from fashion_tcn.export import export
 
     print(f"{args.format}: {export(args.run_dir, args.format, args.out)}")
     return 0

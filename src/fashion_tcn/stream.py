@@ -5,7 +5,7 @@ The layers do the streaming: every causal convolution takes and returns its cach
 kernel application per layer instead of a pass over the whole prefix. `StepModel` wires a trained
 classifier's own layers (same weights, same arithmetic) into a model from (steps, state) to
 (predictions after each step, new state): it runs on every backend, compiles, and exports
-(`predict.export(..., "step")`). `StreamingClassifier` only keeps the state between calls.
+(`export.export(..., "step")`). `StreamingClassifier` only keeps the state between calls.
 
 Batch norm streams at inference, where it is a fixed per-channel affine map; in training its
 statistics span every step of the batch, which is not a streaming operation (nothing here trains).
@@ -13,13 +13,9 @@ statistics span every step of the batch, which is not a streaming operation (not
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import keras
 import numpy as np
 
-from fashion_tcn.files import atomic_path
 from fashion_tcn.layers import TCN
 
 
@@ -117,37 +113,6 @@ def _compiled(model: keras.Model):
         call = jax.jit(lambda t, o, inputs: model.stateless_call(t, o, inputs, training=False)[0])
         return lambda inputs: call(trainable, other, inputs)
     return lambda inputs: model(inputs, training=False)
-
-
-def export_step(model: keras.Model, target: Path) -> Path:
-    """A TFLite flatbuffer whose signature "step" takes one step per stream, `step` (B, 1,
-    features), and the state, `state_0`, `state_1`, ... (zeros to start), and returns
-    `probabilities` (B, 1, 10) and `state_0`, ... to pass to the next call. Needs Keras on
-    TensorFlow."""
-    import tensorflow as tf
-
-    stream = StepModel(model)
-    signature = [tf.TensorSpec((None, 1, stream.features), tf.float32, name="step")]
-    signature += [
-        tf.TensorSpec((None, *shape), tf.float32, name=f"state_{i}")
-        for i, shape in enumerate(stream.state_shapes)
-    ]
-
-    def step(x, *state):
-        probs, *new_state = stream([x, *state], training=False)
-        return {"probabilities": probs, **{f"state_{i}": s for i, s in enumerate(new_state)}}
-
-    archive = keras.export.ExportArchive()
-    archive.track(stream)
-    archive.add_endpoint("step", step, input_signature=signature)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as saved:
-        archive.write_out(saved, verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved, signature_keys=["step"])
-        flatbuffer = converter.convert()
-    with atomic_path(target) as partial:
-        partial.write_bytes(flatbuffer)
-    return target
 
 
 def _kernel_flops(layer) -> int:
