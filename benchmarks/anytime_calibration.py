@@ -18,7 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 
-from fashion_tcn.evaluate import expected_calibration_error, fit_temperature, with_temperature
+from fashion_tcn.metrics import expected_calibration_error, fit_temperature, with_temperature
 from fashion_tcn.models import model_inputs, step_predictions
 from fashion_tcn.rundir import RunDir
 from fashion_tcn.sequences import sequence_shape

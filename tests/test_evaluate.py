@@ -12,14 +12,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import precision_recall_fscore_support
 
-from fashion_tcn.evaluate import (
-    calibration,
-    compute_metrics,
-    confusion,
-    format_metrics,
-    truth_table,
-    write_metrics,
-)
+from fashion_tcn.evaluate import format_metrics, write_metrics
+from fashion_tcn.metrics import calibration, compute_metrics, confusion, truth_table
 from fashion_tcn.rundir import RunDir
 
 NAMES = ("cat", "dog", "bird")
@@ -214,7 +208,7 @@ def test_format_metrics_names_every_class_and_fits_a_terminal() -> None:
 
 
 def test_confident_mistakes_are_wrong_and_sorted() -> None:
-    from fashion_tcn.evaluate import confident_mistakes
+    from fashion_tcn.metrics import confident_mistakes
 
     y = np.array([0, 1, 2, 0])
     probs = np.array([[0.9, 0.1, 0], [0.8, 0.2, 0], [0.1, 0.3, 0.6], [0.2, 0.7, 0.1]])
@@ -223,7 +217,7 @@ def test_confident_mistakes_are_wrong_and_sorted() -> None:
 
 
 def test_calibration_error_is_zero_when_confidence_matches_accuracy_and_temperature_mends_it():
-    from fashion_tcn.evaluate import (
+    from fashion_tcn.metrics import (
         expected_calibration_error,
         fit_temperature,
         reliability,
@@ -249,7 +243,7 @@ def test_calibration_error_is_zero_when_confidence_matches_accuracy_and_temperat
 def test_anytime_calibration_fits_a_temperature_where_each_prediction_is_made():
     """Early predictions overconfident (T 0.4), the whole sequence calibrated: the whole-sequence
     temperature (about 1) leaves the early ECE high; each point's own temperature mends it."""
-    from fashion_tcn.evaluate import anytime_calibration, with_temperature
+    from fashion_tcn.metrics import anytime_calibration, with_temperature
 
     rng = np.random.default_rng(0)
     n, classes = 8_000, 10
@@ -280,7 +274,7 @@ def test_run_temperature_for_a_prefix_is_the_one_fitted_at_or_before_it(tmp_path
 def test_temperature_never_raises_the_validation_log_loss():
     """Already calibrated, overconfident or underconfident: the fitted temperature's validation
     log-loss is at most that of none (the one thing temperature scaling promises)."""
-    from fashion_tcn.evaluate import calibration, with_temperature
+    from fashion_tcn.metrics import calibration, with_temperature
 
     rng = np.random.default_rng(1)
     logits = rng.normal(size=(3_000, 10)) * 2.0

@@ -231,7 +231,7 @@ def test_predict_no_calibrated_prints_the_models_own_probabilities(run_dir, tmp_
 def test_stream_applies_the_temperature_fitted_where_each_prediction_is_made(run_dir, samples):
     """Predictions after part of the sequence take the temperature fitted on validation at that
     point, not the whole sequence's (evaluate stores one per tenth of the sequence)."""
-    from fashion_tcn.evaluate import with_temperature
+    from fashion_tcn.metrics import with_temperature
     from fashion_tcn.stream import StreamingClassifier
 
     run = RunDir(run_dir)

@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from fashion_tcn.data import CLASS_NAMES
-from fashion_tcn.evaluate import calibration, compute_metrics, confident_mistakes, write_metrics
+from fashion_tcn.evaluate import write_metrics
+from fashion_tcn.metrics import calibration, compute_metrics, confident_mistakes
 from fashion_tcn.report import build_report, render_report
 from fashion_tcn.rundir import RunDir
 from fashion_tcn.runview import RUN_FILES, missing_files

@@ -18,8 +18,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from fashion_tcn.data import CLASS_NAMES
-from fashion_tcn.evaluate import with_temperature
 from fashion_tcn.layers import TCN
+from fashion_tcn.metrics import with_temperature
 from fashion_tcn.models import final_probabilities, model_inputs
 from fashion_tcn.rundir import RunDir
 from fashion_tcn.sequences import to_sequences

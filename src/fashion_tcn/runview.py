@@ -18,7 +18,7 @@ import numpy as np
 import yaml
 
 from fashion_tcn.data import CLASS_NAMES
-from fashion_tcn.evaluate import TRUTH_TABLE_COLUMNS
+from fashion_tcn.metrics import TRUTH_TABLE_COLUMNS
 from fashion_tcn.plots import read_columns, read_history
 from fashion_tcn.rundir import RunDir
 
