@@ -11,10 +11,10 @@ Each entry is MODEL:SEQUENCE, optionally with flags for that entry only after a 
 `fashion-tcn train` takes them. Each entry trains once per `--seeds` seed, into
 OUT/<model>-<sequence>[-N]-s<seed>; a run directory that already has metrics.json is read, not
 retrained (its config.yaml, history.csv and metrics.json suffice), so an interrupted comparison
-resumes (`fashion-tcn train --resume` continues a single
-stopped run). `--choose FLAG=V1,V2` (repeatable; `none` leaves the flag out) first trains every
-combination for `--choose-epochs` on the first seed, into OUT/<model>-<sequence>-choose/, and each
-entry keeps the one with the best validation accuracy (the test set is never looked at).
+resumes (a run stopped mid-way goes on with `fashion-tcn train --resume`).
+`--choose FLAG=V1,V2` (repeatable; `none` leaves the flag out) first trains every combination for
+`--choose-epochs` on the first seed, into OUT/<model>-<sequence>-choose/, and each entry keeps the
+one with the best validation accuracy (the test set is never looked at).
 Writes OUT/compare.md, OUT/compare.csv and OUT/compare.png (validation accuracy per epoch, mean
 and band over the seeds, every entry together) and prints the Markdown table:
 - test accuracy as mean +- std over the seeds (sample std; n = number of seeds), best validation
@@ -74,10 +74,13 @@ def time_to(history: list[dict], target: float) -> float | None:
 
 
 def train_seed(args: list[str], run_dir: Path, seed: int) -> dict:
+    """Train one seed, or go on with a run an interruption left behind (`--resume`)."""
     if not (run_dir / "metrics.json").is_file():
-        code = fashion_tcn(
-            ["train", *args, "--seed", str(seed), "--run-dir", str(run_dir), "--quiet"]
-        )
+        if (run_dir / "last.keras").is_file():
+            command = ["train", "--run-dir", str(run_dir), "--resume", "--quiet"]
+        else:
+            command = ["train", *args, "--seed", str(seed), "--run-dir", str(run_dir), "--quiet"]
+        code = fashion_tcn(command)
         if code != 0:
             raise SystemExit(f"compare: {run_dir} failed with exit code {code}")
     return json.loads((run_dir / "metrics.json").read_text())
