@@ -14,8 +14,8 @@ TEST_PACKAGES := postgresql chromium fonts-dejavu-core
 .PHONY: demo test test-fast test-jax lint docs data test-system venv gpu-carry clean
 
 demo: data
-	@echo "make demo: training the default row-wise TCN for 20 epochs: DEMO_TIME on 2 CPU cores"
-	@echo "(docs/results.md); the report will be runs/<date>-<time>-tcn-rows/report.html"
+	@echo "make demo: the default row-wise TCN, 20 epochs: 15-25 minutes on 2 CPU cores, about 92%"
+	@echo "test accuracy (docs/results.md); the report: runs/<date>-<time>-tcn-rows/report.html"
 	$(BIN)/fashion-tcn train
 
 # Every tier runs in two processes (pytest-xdist; a file's tests stay in one process, so the
