@@ -97,6 +97,7 @@ def test_compare_writes_one_table(tiny_data_dir, tmp_path):
         28 * 24 + 8 * 24 + 8 * 10  # GRU gates over the input and the state, then the classifier
     )
     assert int(tcn["stream state"].replace(",", "")) > 0
+    assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"  # the curves, mean and band
 
 
 def test_cross_entropy_by_hand():
