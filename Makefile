@@ -27,15 +27,16 @@ test: data test-system
 	$(BIN)/pytest -m slow $(XDIST)
 	$(MAKE) test-jax
 
-# The fast tier on Keras's JAX backend, where TensorFlow is not even installed: nothing in the
-# package or the tests may need it but export (those tests skip).
+# The fast tier's backend tests (marked `backend`: layers, models, training, resume, precision,
+# streaming, explain, predict, serve, the pinned weights, the CLI paths that train) on Keras's JAX
+# backend, where TensorFlow is not even installed: nothing may need it but export (those skip).
 JAX_VENV := .venv-jax
 test-jax: data $(JAX_VENV)/bin/pytest
-	KERAS_BACKEND=jax $(JAX_VENV)/bin/pytest -m "not slow" $(XDIST)
+	KERAS_BACKEND=jax $(JAX_VENV)/bin/pytest -m "backend and not slow" $(XDIST)
 
 $(JAX_VENV)/bin/pytest: pyproject.toml
 	$(PYTHON) -m venv $(JAX_VENV)
-	$(JAX_VENV)/bin/pip install --quiet -e '.[jax,dev,dashboards]'
+	$(JAX_VENV)/bin/pip install --quiet -e '.[jax,dev,serve]'
 	touch $@
 
 test-system:
@@ -58,7 +59,7 @@ venv: $(BIN)/fashion-tcn
 
 $(BIN)/fashion-tcn: pyproject.toml
 	$(PYTHON) -m venv $(VENV) || { echo "python venv failed: on Debian/Ubuntu run '$(SUDO) apt-get install python3-venv'"; exit 1; }
-	$(BIN)/pip install --quiet -e '.[cpu,dev,onnx,dashboards]'
+	$(BIN)/pip install --quiet -e '.[cpu,dev,onnx,dashboards,serve]'
 	touch $@
 
 # The data: found or downloaded by fashion-tcn; offline, Debian's package provides it.

@@ -56,3 +56,13 @@ def train_tiny(tiny_data_dir):
         )
 
     return run
+
+
+@pytest.fixture(scope="session")
+def tiny_run(train_tiny, tmp_path_factory) -> Path:
+    """One small TCN trained (3 epochs, rows) on the tiny data, shared by every test that only
+    reads a run: copy it before changing it, and write explanations elsewhere (`-o`)."""
+    run = tmp_path_factory.mktemp("shared") / "run"
+    flags = ["--epochs", "3", "--filters", "8", "--dilations", "1,2,4", "--lr", "0.01"]
+    assert train_tiny(run, *flags) == 0
+    return run

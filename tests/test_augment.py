@@ -10,6 +10,8 @@ import pytest
 from fashion_tcn.augment import Augment, make_augment, resample, rotate, transform_seeds
 from fashion_tcn.config import AugmentConfig, Config, override
 
+pytestmark = pytest.mark.backend
+
 
 @pytest.fixture
 def images() -> np.ndarray:

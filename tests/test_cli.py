@@ -10,6 +10,8 @@ import pytest
 
 from fashion_tcn.cli import main
 
+pytestmark = pytest.mark.backend
+
 ARTIFACTS = [
     "config.yaml",
     "calibration.json",

@@ -16,6 +16,8 @@ from fashion_tcn.models import step_predictions
 from fashion_tcn.predict import Predictor
 from fashion_tcn.stream import StreamingClassifier
 
+pytestmark = pytest.mark.backend
+
 OLD_RUN = Path(__file__).parent / "data" / "run_before_redesign"
 
 

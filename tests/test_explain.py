@@ -2,6 +2,7 @@
 CLI writes one figure per input; the report shows them (test_report_*)."""
 
 import json
+import shutil
 from pathlib import Path
 
 import keras
@@ -12,6 +13,8 @@ from fashion_tcn.cli import main
 from fashion_tcn.data import load_fashion_mnist
 from fashion_tcn.explain import class_maps, explain, occlusion, per_step
 from fashion_tcn.rundir import RunDir
+
+pytestmark = pytest.mark.backend
 
 ROWS, COLS = slice(10, 14), slice(20, 24)  # the only pixels the known model looks at
 
@@ -25,13 +28,6 @@ class KnownPixels(keras.layers.Layer):
         evidence = keras.ops.mean(x[:, ROWS, COLS], axis=(1, 2))
         logits = keras.ops.stack([keras.ops.full_like(evidence, 2.0), 8.0 * evidence], axis=1)
         return keras.ops.softmax(logits)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(train_tiny, tmp_path_factory):
-    run = tmp_path_factory.mktemp("explain") / "run"
-    assert train_tiny(run, "--epochs", "1", "--filters", "8", "--dilations", "1,2,4") == 0
-    return run
 
 
 @pytest.fixture(scope="module")
@@ -105,11 +101,12 @@ def test_explain_command_writes_a_figure_per_input(tiny_run, tiny_data_dir, tmp_
 
 
 def test_evaluate_chooses_how_many_images_per_class_the_maps_average(
-    tiny_run, tiny_data_dir, capsys
+    tiny_run, tiny_data_dir, tmp_path, capsys
 ):
-    args = ["evaluate", str(tiny_run), "--data-dir", str(tiny_data_dir)]
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+    args = ["evaluate", str(run), "--data-dir", str(tiny_data_dir)]
     assert main([*args, "--explain-per-class", "3"]) == 0
-    with np.load(tiny_run / "explain.npz") as explained:
+    with np.load(run / "explain.npz") as explained:
         assert explained["class_counts"].tolist() == [3] * 10  # 10 test images of each class
     assert main([*args, "--explain-per-class", "0"]) == 2
     err = capsys.readouterr().err.strip()

@@ -33,14 +33,6 @@ SMALL = ["--filters", "8", "--dilations", "1,2,4,8", "--stacks", "1", "--dropout
 SMALL += ["--batch-size", "32", "--quiet", "--epochs", "1"]
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tiny_data_dir, tmp_path_factory) -> Path:
-    """One trained run, copied for each case that needs a run directory."""
-    run = tmp_path_factory.mktemp("catalogue") / "run"
-    assert main(["train", "--data-dir", str(tiny_data_dir), "--run-dir", str(run), *SMALL]) == 0
-    return run
-
-
 @dataclass
 class Ctx:
     """What a case builds its command from: a scratch folder, the tiny data, a copy of a run."""
@@ -423,10 +415,26 @@ CASES: dict[str, Case] = {
         2,
         "argument --format: invalid choice: 'pt'",
     ),
+    "serve not a run": (lambda c: ["serve", str(c.tmp)], 2, "no config.yaml"),
+    "serve port out of range": (
+        lambda c: ["serve", str(c.run()), "--port", "70000"],
+        2,
+        "--port 70000: not a port (0..65535)",
+    ),
+    "serve port word": (
+        lambda c: ["serve", str(c.run()), "--port", "http"],
+        2,
+        "--port: invalid int value",
+    ),
+    "serve address not here": (  # TEST-NET-1: no machine has it
+        lambda c: ["serve", str(c.run()), "--host", "192.0.2.1", "--port", "0"],
+        2,
+        "192.0.2.1:0: cannot listen there (Cannot assign requested address)",
+    ),
     "export out under a file": (
         lambda c: ["export", str(c.run()), "--format", "tflite", "--out", f"{c.file('f', '')}/m"],
-        1,
-        "/f: File exists",
+        2,
+        "f is a file, not a directory",
     ),
     "explain missing file": (
         lambda c: ["explain", str(c.run()), str(c.tmp / "x.png")],

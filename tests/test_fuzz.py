@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -18,6 +19,8 @@ from PIL import Image
 from fashion_tcn.config import ConfigError, load_config
 from fashion_tcn.data import DataError, read_csv, read_idx
 from fashion_tcn.predict import load_inputs
+
+pytestmark = pytest.mark.backend
 
 FAST = settings(
     max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True

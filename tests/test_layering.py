@@ -8,7 +8,7 @@ PACKAGE = Path(__file__).parents[1] / "src" / "fashion_tcn"
 ORDER = [
     "files", "config", "data", "splits", "sequences", "augment", "layers", "encoder", "models",
     "rundir", "train", "stream", "export", "explain", "metrics", "plots", "evaluate", "runview",
-    "report", "space", "sweep", "predict", "flags", "cli",
+    "report", "space", "sweep", "predict", "serve", "flags", "cli",
 ]  # fmt: skip
 
 

@@ -10,6 +10,8 @@ from fashion_tcn.config import covering_dilations, receptive_field
 from fashion_tcn.encoder import StepEncoder
 from fashion_tcn.layers import TCN, CausalConv1D, ResidualBlock
 
+pytestmark = pytest.mark.backend
+
 NORMS = ["none", "batch", "layer", "weight"]
 
 

@@ -13,6 +13,8 @@ from fashion_tcn.config import Config, override
 from fashion_tcn.models import RNN_PARAMETERS, build_model, rnn_units
 from fashion_tcn.sequences import sequence_shape
 
+pytestmark = pytest.mark.backend
+
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 @pytest.mark.parametrize("sequence", ["rows", "pixels"])

@@ -19,6 +19,8 @@ import keras
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.backend
+
 PINNED = Path(__file__).parent / "data" / f"pinned_{keras.backend.backend()}.npz"
 # augmentation, erasing, dropout, a step encoder and weight norm: every seeded draw in training
 FLAGS = (

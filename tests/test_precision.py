@@ -18,6 +18,8 @@ from fashion_tcn.predict import Predictor
 from fashion_tcn.stream import StreamingClassifier
 from fashion_tcn.train import auto_precision
 
+pytestmark = pytest.mark.backend
+
 # how far a low-precision stream may be from the full pass of the same model, step by step
 # (28-step rows here; 784 steps with mean pooling: test_bfloat16_mean_pooling_...)
 TOLERANCE = {"float32": 1e-5, "mixed_bfloat16": 0.05, "mixed_float16": 0.01}

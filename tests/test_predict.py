@@ -15,15 +15,12 @@ from fashion_tcn.data import load_fashion_mnist
 from fashion_tcn.predict import Predictor, fit_image, load_inputs
 from fashion_tcn.rundir import RunDir
 
+pytestmark = pytest.mark.backend
 
-@pytest.fixture(scope="module")
-def run_dir(train_tiny, tmp_path_factory):
-    run = tmp_path_factory.mktemp("predict") / "run"
-    assert (
-        train_tiny(run, "--epochs", "3", "--filters", "8", "--dilations", "1,2,4", "--lr", "0.01")
-        == 0
-    )
-    return run
+
+@pytest.fixture
+def run_dir(tiny_run):
+    return tiny_run
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from fashion_tcn.models import step_predictions
 from fashion_tcn.sequences import to_sequences
 from fashion_tcn.stream import StreamingClassifier
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.backend]
 
 
 def test_rows_tcn_learns_real_data(tmp_path, capsys):

@@ -7,6 +7,9 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
+
+pytestmark = pytest.mark.backend
 
 FLAGS = [
     "--limit-train",

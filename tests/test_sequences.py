@@ -14,6 +14,8 @@ from fashion_tcn.sequences import (
     training_batches,
 )
 
+pytestmark = pytest.mark.backend
+
 
 @pytest.fixture
 def images() -> np.ndarray:

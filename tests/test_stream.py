@@ -8,6 +8,8 @@ from fashion_tcn.config import ModelConfig
 from fashion_tcn.models import build_model, step_predictions
 from fashion_tcn.stream import StreamingClassifier, flops_per_step, state_size
 
+pytestmark = pytest.mark.backend
+
 
 def _model(
     norm: str,

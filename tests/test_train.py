@@ -8,6 +8,8 @@ from fashion_tcn.config import Config, override
 from fashion_tcn.rundir import RunDir
 from fashion_tcn.train import EpochTimer, StopOnNaN, run_callbacks
 
+pytestmark = pytest.mark.backend
+
 
 def _fit(x: np.ndarray, callbacks: list, epochs: int = 4) -> keras.callbacks.History:
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])

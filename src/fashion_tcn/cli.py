@@ -75,6 +75,11 @@ def _check_run_dir_free(run_dir: Path | None, resume: bool) -> None:
 def _check_writable(path: Path) -> None:
     """A file can be written at `path`: it is not a folder, and its nearest existing parent is."""
     _check(not path.is_dir(), f"{path}: is a directory; name a file")
+    _check_parent(path)
+
+
+def _check_parent(path: Path) -> None:
+    """`path` can be created: its nearest existing parent is a folder (checked before slow work)."""
     parent = next(p for p in path.absolute().parents if p.exists())
     _check(parent.is_dir(), f"{path}: cannot be written, {parent} is a file, not a directory")
 
@@ -246,6 +251,8 @@ def _explain(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     _run_dir(args.run_dir)
+    if args.out is not None:
+        _check_parent(args.out)
     _quiet_tensorflow()
     from fashion_tcn.export import export
 
@@ -272,6 +279,35 @@ def _report(args: argparse.Namespace) -> int:
     except ValueError as error:  # "RUN_DIR: not a run directory"
         raise ConfigError(str(error)) from None
     print(f"report: {out}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import socket
+
+    _run_dir(args.run_dir)
+    _check(0 <= args.port <= 65535, f"--port {args.port}: not a port (0..65535)")
+    try:
+        import uvicorn
+    except ImportError:
+        raise ConfigError("serve needs its extra: pip install -e '.[cpu,serve]'") from None
+    try:  # bound before the slow load, so a taken port is said at once
+        family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((args.host, args.port))
+    except (OSError, OverflowError) as error:
+        reason = getattr(error, "strerror", None) or error
+        raise ConfigError(f"{args.host}:{args.port}: cannot listen there ({reason})") from None
+    _quiet_tensorflow()
+    from fashion_tcn.serve import build_app
+
+    app = build_app(args.run_dir)
+    host, port = listener.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"serving {args.run_dir} at http://{shown}:{port}/ (Ctrl-C stops)", flush=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws="websockets-sansio"))
+    server.run(sockets=[listener])
     return 0
 
 
@@ -371,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         "explain": _explain,
         "export": _export,
         "report": _report,
+        "serve": _serve,
     }[args.command]
     try:
         return command(args)

@@ -204,6 +204,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="HTML file to write (default RUN_DIR/report.html; required for several runs)",
     )
 
+    serve = commands.add_parser(
+        "serve", help="an HTTP API and a page that show the model read an image step by step"
+    )
+    serve.add_argument("run_dir", type=Path)
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)"
+    )
+    serve.add_argument("--port", type=int, default=8000, help="TCP port (0: any free one)")
+
     data_cmd = commands.add_parser("data", help="find (or download) and verify Fashion-MNIST")
     data_cmd.add_argument("--data-dir", help="folder with the IDX .gz files or Kaggle CSVs")
     return parser

@@ -10,6 +10,8 @@ or (N, 784); values 0..255, or 0..1 floats). One bad input never stops the other
 from __future__ import annotations
 
 import csv
+import io
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,7 @@ from fashion_tcn.layers import TCN
 from fashion_tcn.metrics import with_temperature
 from fashion_tcn.models import final_probabilities, model_inputs
 from fashion_tcn.rundir import RunDir
-from fashion_tcn.sequences import to_sequences
+from fashion_tcn.sequences import sequence_shape, to_sequences
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
@@ -66,74 +68,108 @@ def _from_array(values: np.ndarray, name: str) -> np.ndarray:
 MAX_PIXELS = 25_000_000  # a photo of a garment; far more is a mistake or a decompression bomb
 
 
-def _read_image(path: Path) -> list[Item]:
+def _read_image(name: str, data: bytes) -> list[Item]:
     try:
-        with Image.open(path) as image:  # reads the header only
+        with Image.open(io.BytesIO(data)) as image:  # reads the header only
             width, height = image.size
             if width * height > MAX_PIXELS:
                 raise InputError(
-                    f"{path}: image of {width}x{height} pixels, more than {MAX_PIXELS:,} "
+                    f"{name}: image of {width}x{height} pixels, more than {MAX_PIXELS:,} "
                     "(a decompression bomb?)"
                 )
-            return [Item(str(path), fit_image(image))]
+            return [Item(name, fit_image(image))]
     except UnidentifiedImageError:
-        raise InputError(f"{path}: not an image Pillow can read") from None
+        raise InputError(f"{name}: not an image Pillow can read") from None
     except Image.DecompressionBombError:  # Pillow's own limit, met before ours
         raise InputError(
-            f"{path}: image of more than {Image.MAX_IMAGE_PIXELS:,} pixels (a decompression bomb?)"
+            f"{name}: image of more than {Image.MAX_IMAGE_PIXELS:,} pixels (a decompression bomb?)"
         ) from None
     except InputError:
         raise
     except Exception as error:  # damaged data: Pillow raises OSError, SyntaxError, zlib errors...
         reason = (str(error).splitlines() or [type(error).__name__])[0]
-        raise InputError(f"{path}: damaged image ({reason})") from None
+        raise InputError(f"{name}: damaged image ({reason})") from None
 
 
-def _read_csv(path: Path) -> list[Item]:
+def _read_csv(name: str, data: bytes) -> list[Item]:
     try:
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.reader(f))
+        rows = list(csv.reader(io.StringIO(data.decode("utf-8-sig"), newline="")))
     except (UnicodeDecodeError, csv.Error) as error:  # a binary file, NUL bytes
-        raise InputError(f"{path}: not a text CSV file ({str(error)[:80]})") from None
+        raise InputError(f"{name}: not a text CSV file ({str(error)[:80]})") from None
     items = []
     for number, row in enumerate(rows, start=1):
         if not row or (number == 1 and not row[0].strip().lstrip("-").isdigit()):
             continue  # blank line or header
-        name = f"{path}:{number}"
+        row_name = f"{name}:{number}"
         try:
             if len(row) not in (784, 785):
                 raise InputError(
-                    f"{name}: {len(row)} columns, expected 785 (label + 784 pixels) or 784"
+                    f"{row_name}: {len(row)} columns, expected 785 (label + 784 pixels) or 784"
                 )
             try:
                 values = np.array(row[-784:], dtype=np.float64)
             except ValueError:
-                raise InputError(f"{name}: non-numeric cell") from None
-            items.append(Item(name, _from_array(values, name)))
+                raise InputError(f"{row_name}: non-numeric cell") from None
+            items.append(Item(row_name, _from_array(values, row_name)))
         except InputError as error:
-            items.append(Item(name, None, str(error)))
+            items.append(Item(row_name, None, str(error)))
     if not items:
-        raise InputError(f"{path}: no data rows")
+        raise InputError(f"{name}: no data rows")
     return items
 
 
-def _read_npy(path: Path) -> list[Item]:
+def _read_npy(name: str, data: bytes) -> list[Item]:
     try:
-        array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as error:
-        raise InputError(
-            f"{path}: not a readable .npy file ({str(error).splitlines()[0]})"
-        ) from None
+        array = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        reason = (str(error).splitlines() or [type(error).__name__])[0]
+        raise InputError(f"{name}: not a readable .npy file ({reason})") from None
+    if not isinstance(array, np.ndarray):  # an .npz archive
+        raise InputError(f"{name}: not a readable .npy file (an .npz archive)")
+    return _read_array(name, array)
+
+
+def _read_array(name: str, array: np.ndarray) -> list[Item]:
     if array.shape == (28, 28) or array.shape == (784,):
         array = array[None]
     if array.ndim < 2 or array.shape[1:] not in ((28, 28), (784,)) or len(array) == 0:
-        raise InputError(f"{path}: shape {array.shape}, expected (28, 28), (N, 28, 28) or (N, 784)")
-    if not np.issubdtype(array.dtype, np.number):
-        raise InputError(f"{path}: dtype {array.dtype} is not numeric")
+        raise InputError(f"{name}: shape {array.shape}, expected (28, 28), (N, 28, 28) or (N, 784)")
+    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+        raise InputError(f"{name}: dtype {array.dtype} is not numeric")
     return [
-        Item(f"{path}[{i}]", _from_array(a.astype(np.float64), f"{path}[{i}]"))
+        Item(f"{name}[{i}]", _from_array(a.astype(np.float64), f"{name}[{i}]"))
         for i, a in enumerate(array)
     ]
+
+
+def _read_json(name: str, data: bytes) -> list[Item]:
+    """A JSON array of 28x28 images (nested lists of numbers), or one image."""
+    try:
+        values = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"{name}: not JSON ({str(error)[:80]})") from None
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (ValueError, TypeError):
+        raise InputError(f"{name}: not an array of numbers, or rows of unequal length") from None
+    return _read_array(name, array)
+
+
+def decode(name: str, data: bytes, kind: str | None = None) -> list[Item]:
+    """The images in one input's bytes. `kind` ("csv", "npy", "json", "image") comes from the
+    file's suffix or the request's content type; an image is decided by its content."""
+    try:
+        if not data:
+            raise InputError(f"{name}: empty file")
+        if kind == "csv":
+            return _read_csv(name, data)
+        if kind == "npy" or (kind is None and data.startswith(b"\x93NUMPY")):
+            return _read_npy(name, data)
+        if kind == "json":
+            return _read_json(name, data)
+        return _read_image(name, data)
+    except InputError as error:
+        return [Item(name, None, str(error))]
 
 
 def load_inputs(paths: list[str | Path]) -> list[Item]:
@@ -141,22 +177,20 @@ def load_inputs(paths: list[str | Path]) -> list[Item]:
     items = []
     for raw in paths:
         path = Path(raw)
-        try:
-            if path.is_dir():
-                raise InputError(f"{path}: is a directory; give the image files in it")
-            if not path.is_file():
-                raise InputError(f"{path}: no such file")
-            if path.stat().st_size == 0:
-                raise InputError(f"{path}: empty file")
-            suffix = path.suffix.lower()
-            if suffix == ".csv":
-                items += _read_csv(path)
-            elif suffix == ".npy":
-                items += _read_npy(path)
-            else:
-                items += _read_image(path)  # decided by content, not only by suffix
-        except InputError as error:
-            items.append(Item(str(path), None, str(error)))
+        if path.is_dir():
+            items.append(
+                Item(str(path), None, f"{path}: is a directory; give the image files in it")
+            )
+        elif not path.is_file():
+            items.append(Item(str(path), None, f"{path}: no such file"))
+        else:
+            kind = {".csv": "csv", ".npy": "npy", ".json": "json"}.get(path.suffix.lower())
+            try:
+                data = path.read_bytes()
+            except OSError as error:  # permissions, a device that fails
+                items.append(Item(str(path), None, f"{path}: cannot be read ({error.strerror})"))
+                continue
+            items += decode(str(path), data, kind)
     return items
 
 
@@ -171,6 +205,7 @@ class Predictor:
         self.permutation = run.permutation()
         self.temperature = run.temperature() if calibrated else 1.0
         self._run, self._calibrated = run, calibrated
+        self._temperatures: dict[int, float] = {}
 
     def sequences(self, images: np.ndarray) -> np.ndarray:
         return np.asarray(to_sequences(images, self.cfg.data.sequence, self.permutation))
@@ -186,6 +221,37 @@ class Predictor:
     def can_stream(self) -> bool:
         return any(isinstance(layer, TCN) for layer in self.model.layers)
 
+    def sequence_shape(self) -> tuple[int, int]:
+        """(steps, values per step) of the run's sequences."""
+        return sequence_shape(self.cfg.data.sequence)
+
+    def calibrated_after(self, probs: np.ndarray, steps: int) -> np.ndarray:
+        """`probs` of a prediction made after `steps` steps, with the temperature fitted there."""
+        if not self._calibrated:
+            return probs
+        if steps not in self._temperatures:
+            self._temperatures[steps] = self._run.temperature(steps=steps)
+        return with_temperature(probs, self._temperatures[steps])
+
+    def info(self) -> dict:
+        """What a client needs to know of the run: its task, size, accuracy and calibration."""
+        steps, features = self.sequence_shape()
+        metrics = self._run.metrics() if self._run.metrics_file.is_file() else {}
+        return {
+            "run": self._run.path.name,
+            "model": self.cfg.model.kind,
+            "sequence": self.cfg.data.sequence,
+            "steps": steps,
+            "values_per_step": features,
+            "order": None if self.permutation is None else self.permutation.tolist(),
+            "classes": list(CLASS_NAMES),
+            "parameters": int(self.model.count_params()),
+            "test_accuracy": metrics.get("accuracy"),
+            "calibrated": self._calibrated,
+            "temperature": self.temperature,
+            "streams": self.can_stream(),
+        }
+
     def stream(self, image: np.ndarray, fractions=(0.1, 0.25, 0.5, 0.75, 1.0)) -> list[dict]:
         """How the prediction changes as the sequence arrives (exact, step by step)."""
         from fashion_tcn.stream import StreamingClassifier
@@ -196,10 +262,8 @@ class Predictor:
         out = []
         for fraction in fractions:
             t = max(1, round(fraction * steps))
-            probs = trajectory[t - 1 : t]
-            if self._calibrated:  # the temperature fitted after about t steps, not the whole
-                probs = with_temperature(probs, self._run.temperature(steps=t))
-            probs = probs[0]
+            # the temperature fitted after about t steps, not the whole sequence's
+            probs = self.calibrated_after(trajectory[t - 1 : t], t)[0]
             out.append(
                 {
                     "steps": t,

@@ -148,6 +148,9 @@ class RunDir:
         with self.history_file.open() as f:
             return list(csv.DictReader(f))
 
+    def metrics(self) -> dict:
+        return json.loads(self.metrics_file.read_text())
+
     def best_val_accuracy(self) -> float | None:
         """The validation accuracy of the epoch saved as model.keras (None before the first)."""
         return max((float(row["val_accuracy"]) for row in self.history()), default=None)

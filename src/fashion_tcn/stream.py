@@ -13,6 +13,8 @@ statistics span every step of the batch, which is not a streaming operation (not
 
 from __future__ import annotations
 
+import copy
+
 import keras
 import numpy as np
 
@@ -76,6 +78,13 @@ class StreamingClassifier:
         self._step = _compiled(self.model)
         self.batch = batch
         self.reset(batch)
+
+    def fresh(self) -> StreamingClassifier:
+        """Another stream from the start on the same compiled step: one compilation serves
+        every client of a server."""
+        other = copy.copy(self)
+        other.reset()
+        return other
 
     def reset(self, batch: int | None = None) -> None:
         """Forget every stream; optionally change how many streams run side by side."""

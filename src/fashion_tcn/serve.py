@@ -1,0 +1,322 @@
+"""`fashion-tcn serve`: a run behind an HTTP API, and a page that shows the TCN read an image.
+
+The run is loaded once (calibrated, as `predict`). Requests that arrive together are predicted
+together: `Batcher` gathers them for a few milliseconds, or until a batch is full, and makes one
+model call, so throughput holds under many clients; its queue is bounded, and a full queue
+answers 503 at once rather than letting every client wait longer. Each WebSocket stream keeps
+its own layer caches (`stream.StreamingClassifier`, one compiled step shared by all), so a new
+step costs one kernel application per layer whatever came before.
+
+Every failure is a 4xx (5xx: the server's own) with `{"error": "one line"}`; the server goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import HTMLResponse, JSONResponse
+from jinja2 import Environment, PackageLoader
+
+from fashion_tcn.data import CLASS_NAMES, DataError, load_fashion_mnist
+from fashion_tcn.predict import Item, Predictor, decode, top_k
+
+KINDS = {  # request content type -> what `predict.decode` reads it as
+    "application/json": "json",
+    "text/csv": "csv",
+    "application/x-npy": "npy",
+    "application/octet-stream": None,  # .npy or an image, by content
+}
+
+PAGE = Environment(loader=PackageLoader("fashion_tcn"), autoescape=True).get_template("serve.html")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one client may ask; beyond it, a 4xx (503 when the server is full)."""
+
+    body_bytes: int = 8 * 2**20  # one request body
+    images: int = 256  # images in one request
+    queue: int = 2048  # images waiting for the model, all clients together
+    batch: int = 256  # images in one model call
+    window_s: float = 0.004  # how long a batch waits for company
+    streams: int = 64  # WebSocket streams open at once
+
+
+class RefusedError(Exception):
+    """A request the server answers with `status` and a one-line `message`."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class Batcher:
+    """Images from concurrent requests -> one model call per batch, results back to each."""
+
+    def __init__(self, predict, limits: Limits):
+        self.predict_batch, self.limits = predict, limits
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.waiting = 0  # images queued, not yet in a batch
+
+    async def predict(self, images: np.ndarray) -> np.ndarray:
+        if self.waiting + len(images) > self.limits.queue:
+            raise RefusedError(503, f"busy: {self.waiting} images waiting; try again shortly")
+        future = asyncio.get_running_loop().create_future()
+        self.waiting += len(images)
+        self.queue.put_nowait((images, future))
+        return await future
+
+    async def run(self) -> None:
+        """The one consumer: take what is queued, wait `window_s` for more, predict, hand out."""
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self.queue.get()]
+            size, deadline = len(batch[0][0]), loop.time() + self.limits.window_s
+            while size < self.limits.batch and (left := deadline - loop.time()) > 0:
+                try:
+                    batch.append(await asyncio.wait_for(self.queue.get(), left))
+                except TimeoutError:
+                    break
+                size += len(batch[-1][0])
+            self.waiting -= size
+            try:
+                images = np.concatenate([images for images, _ in batch])
+                probs = await asyncio.to_thread(self.predict_batch, images)
+            except Exception as error:  # the model failed: every waiting client hears it
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            start = 0
+            for images, future in batch:
+                if not future.done():  # a client that went away cancelled its future
+                    future.set_result(probs[start : start + len(images)])
+                start += len(images)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused (413) as soon as it passes `limit` bytes, declared or not."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise RefusedError(413, f"body of {int(declared):,} bytes, more than {limit:,}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise RefusedError(413, f"body of more than {limit:,} bytes")
+    return bytes(body)
+
+
+def request_items(body: bytes, content_type: str, limits: Limits) -> list[Item]:
+    """The images in a request body, read as `predict` reads files."""
+    media = content_type.split(";")[0].strip().lower()
+    if media.startswith("image/"):
+        kind = "image"
+    elif media in KINDS:
+        kind = KINDS[media]
+    else:
+        raise RefusedError(
+            415,
+            f"content type {media or '(none)'!r}: send an image, text/csv, application/json "
+            "(28x28 arrays of 0..255) or application/x-npy",
+        )
+    items = decode("request", body, kind)
+    if len(items) > limits.images:
+        raise RefusedError(413, f"{len(items)} images in one request, at most {limits.images}")
+    return items
+
+
+def gallery(predictor: Predictor, count: int = 24, pool: int = 2000) -> list[dict]:
+    """Test images for the page, half predicted right and half wrong (the model's mistakes
+    teach the most); empty when the data cannot be found."""
+    try:
+        _, test = load_fashion_mnist(predictor.cfg.data.data_dir, may_download=False)
+    except (DataError, OSError):
+        return []
+    images, labels = test.images[:pool], test.labels[:pool]
+    predicted = predictor.probabilities(images).argmax(axis=1)
+    right, wrong = np.flatnonzero(predicted == labels), np.flatnonzero(predicted != labels)
+    wrong = wrong[: count // 2]
+    chosen = np.concatenate([right[: count - len(wrong)], wrong])
+    return [
+        {
+            "index": int(i),
+            "label": CLASS_NAMES[labels[i]],
+            "predicted": CLASS_NAMES[predicted[i]],
+            "pixels": images[i].tolist(),
+        }
+        for i in sorted(chosen)
+    ]
+
+
+class Stream:
+    """One WebSocket client's stream: steps of 0..255 values in, calibrated probabilities out."""
+
+    def __init__(self, predictor: Predictor, template):
+        self.predictor, self.classifier = predictor, template.fresh()
+        self.steps, self.features = predictor.sequence_shape()
+
+    def feed(self, message: str) -> dict:
+        """A JSON message -> the reply: "reset", one step (F numbers) or several ([[F], ...])."""
+        if message.strip() in ("reset", '"reset"'):
+            self.classifier.reset()
+            return {"steps_seen": 0}
+        try:
+            x = np.asarray(json.loads(message), dtype=np.float64)
+        except (json.JSONDecodeError, ValueError, TypeError):
+            raise ValueError(
+                "a message is one step ([F numbers]) or several ([[F numbers], ...])"
+            ) from None
+        x = x.reshape(1, -1) if x.ndim == 1 else x
+        if x.ndim != 2 or x.shape[1] != self.features or len(x) == 0:
+            shape = list(x.shape)
+            raise ValueError(f"steps of shape {shape}; each step has {self.features} values")
+        if not np.isfinite(x).all() or x.min() < 0 or x.max() > 255:
+            raise ValueError("step values must be finite and within 0..255")
+        seen = self.classifier.steps_seen
+        if seen + len(x) > self.steps:
+            raise ValueError(f'the sequence has {self.steps} steps, {seen} seen; send "reset"')
+        probs = self.classifier.run((x / 255.0)[None].astype("float32"))[0]
+        after = [
+            self.predictor.calibrated_after(p[None], seen + i + 1)[0] for i, p in enumerate(probs)
+        ]
+        last = after[-1]
+        return {
+            "steps_seen": seen + len(x),
+            "fraction": (seen + len(x)) / self.steps,
+            "after": [[round(float(v), 6) for v in p] for p in after],
+            "class": CLASS_NAMES[int(last.argmax())],
+            "probability": float(last.max()),
+        }
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def build_app(run_dir: Path, limits: Limits = Limits(), with_gallery: bool = True) -> FastAPI:
+    """The API and the page for one run, loaded now (slow) so that requests are fast."""
+    from fashion_tcn import explain
+    from fashion_tcn.stream import StreamingClassifier
+
+    predictor = Predictor(run_dir)
+    template = StreamingClassifier(predictor.model) if predictor.can_stream() else None
+    batcher = Batcher(predictor.probabilities, limits)
+    info = predictor.info()
+    images = gallery(predictor) if with_gallery else []
+    html = PAGE.render(info=info)
+    explaining = asyncio.Semaphore(1)  # occlusion is hundreds of model calls: one at a time
+    open_streams = 0
+
+    async def lifespan(app: FastAPI):
+        task = asyncio.create_task(batcher.run())
+        yield
+        task.cancel()
+
+    app = FastAPI(title="fashion-tcn", lifespan=lifespan, docs_url=None, redoc_url=None)
+
+    @app.exception_handler(RefusedError)
+    async def refused(request: Request, exc: RefusedError) -> JSONResponse:
+        return error(exc.status, str(exc))
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page() -> str:
+        return html
+
+    @app.get("/v1/health")
+    async def health() -> dict:
+        return {"status": "ok", "waiting": batcher.waiting, "streams": open_streams}
+
+    @app.get("/v1/info")
+    async def run_info() -> dict:
+        return info
+
+    @app.get("/v1/gallery")
+    async def test_images() -> dict:
+        return {"images": images}
+
+    async def readable(request: Request) -> list[Item]:
+        body = await read_body(request, limits.body_bytes)
+        return request_items(body, request.headers.get("content-type", ""), limits)
+
+    @app.post("/v1/predict")
+    async def predict(request: Request, top: int = 3, images: bool = False) -> JSONResponse:
+        items = await readable(request)
+        good = [item for item in items if item.error is None]
+        if not good:
+            return JSONResponse(
+                {"error": items[0].error, "predictions": [_error_record(i) for i in items]}, 400
+            )
+        probs = iter(await batcher.predict(np.stack([item.image for item in good])))
+        records = []
+        for item in items:
+            if item.error is not None:
+                records.append(_error_record(item))
+                continue
+            record = {"input": item.name, "top": top_k(next(probs), max(1, min(top, 10)))}
+            if images:
+                record["image"] = item.image.tolist()
+            records.append(record)
+        return JSONResponse({"predictions": records})
+
+    @app.post("/v1/explain")
+    async def occlusion(request: Request) -> JSONResponse:
+        """The first readable image: which parts of it moved the prediction (occlusion)."""
+        items = [item for item in await readable(request) if item.error is None]
+        if not items:
+            raise RefusedError(400, "no readable image in the request")
+        async with explaining:
+            found = await asyncio.to_thread(
+                explain.explain,
+                predictor.model,
+                items[0].image[None],
+                predictor.cfg.data.sequence,
+                predictor.permutation,
+            )
+        attribution = found["attribution"][0]
+        scale = float(np.abs(attribution).max()) or 1.0
+        return JSONResponse(
+            {
+                "input": items[0].name,
+                "class": CLASS_NAMES[int(found["predicted"][0])],
+                "occlusion": np.round(attribution / scale, 4).tolist(),
+                "steps": np.round(found["steps"][0] / scale, 4).tolist(),
+            }
+        )
+
+    @app.websocket("/v1/stream")
+    async def stream(socket: WebSocket) -> None:
+        nonlocal open_streams
+        await socket.accept()
+        if template is None:
+            await socket.close(1003, f"streaming needs a TCN model, this is {info['model']}")
+            return
+        if open_streams >= limits.streams:
+            await socket.close(1013, f"{open_streams} streams open, at most {limits.streams}")
+            return
+        open_streams += 1
+        client = Stream(predictor, template)
+        try:
+            while (message := await socket.receive())["type"] != "websocket.disconnect":
+                try:
+                    if message.get("text") is None:
+                        raise ValueError("send steps as JSON text, not binary")
+                    reply = await asyncio.to_thread(client.feed, message["text"])
+                except ValueError as bad:
+                    reply = {"error": str(bad)}
+                await socket.send_json(reply)
+        except WebSocketDisconnect:  # the client went away while we answered
+            pass
+        finally:
+            open_streams -= 1
+
+    return app
+
+
+def _error_record(item: Item) -> dict:
+    return {"input": item.name, "error": item.error}
