@@ -123,7 +123,7 @@ def test_a_bad_row_is_its_own_record_and_the_rest_are_served(client, images):
         (json.dumps([[float("nan")] * 28] * 28), "application/json", 400, "NaN"),
         ("[[300] * 28]", "application/json", 400, "not JSON"),
         (json.dumps([[300] * 28] * 28), "application/json", 400, "outside 0..255"),
-        ('[[1, 2], [3]]', "application/json", 400, "unequal length"),
+        ("[[1, 2], [3]]", "application/json", 400, "unequal length"),
         ("hello", "text/plain", 415, "content type 'text/plain'"),
         (b"x" * 100_001, "image/png", 413, "more than 100,000"),
         (json.dumps([[[0] * 28] * 28] * 9), "application/json", 413, "9 images"),
