@@ -32,7 +32,7 @@ test: data test-system
 # backend, where TensorFlow is not even installed: nothing may need it but export (those skip).
 JAX_VENV := .venv-jax
 test-jax: data $(JAX_VENV)/bin/pytest
-	KERAS_BACKEND=jax $(JAX_VENV)/bin/pytest -m "backend and not slow" $(XDIST)
+	KERAS_BACKEND=jax $(JAX_VENV)/bin/pytest -m "backend and not one_backend and not slow" $(XDIST)
 
 $(JAX_VENV)/bin/pytest: pyproject.toml
 	$(PYTHON) -m venv $(JAX_VENV)

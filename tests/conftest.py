@@ -36,24 +36,15 @@ def tiny_data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def train_tiny(tiny_data_dir):
-    """`train_tiny(run_dir, *flags)`: `fashion-tcn train` on the tiny data, quietly, one stack
-    unless the flags say otherwise; exit code."""
+    """`train_tiny(run_dir, *flags, report=False)`: `fashion-tcn train` on the tiny data,
+    quietly, one stack unless the flags say otherwise, without the HTML report (its drawing is
+    a third of a tiny run; the report's own tests cover it) unless asked; exit code."""
     from fashion_tcn.cli import main
 
-    def run(run_dir: Path, *flags: str) -> int:
-        return main(
-            [
-                "train",
-                "--data-dir",
-                str(tiny_data_dir),
-                "--run-dir",
-                str(run_dir),
-                "--quiet",
-                "--stacks",
-                "1",
-                *flags,
-            ]
-        )
+    def run(run_dir: Path, *flags: str, report: bool = False) -> int:
+        quiet = ["--quiet"] + ([] if report else ["--no-report"])
+        data = ["--data-dir", str(tiny_data_dir), "--run-dir", str(run_dir)]
+        return main(["train", *data, *quiet, "--stacks", "1", *flags])
 
     return run
 

@@ -59,7 +59,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_train_writes_every_artifact_and_evaluate_agrees(train_tiny, tmp_path, capsys):
     run = tmp_path / "run"
-    code = train_tiny(run, "--epochs", "2", "--lr", "0.01", *SMALL)
+    code = train_tiny(run, "--epochs", "2", "--lr", "0.01", *SMALL, report=True)
     assert code == 0
     out = capsys.readouterr().out
     assert "Ankle boot" in out and "receptive field: 29" in out
@@ -87,6 +87,7 @@ def test_train_writes_every_artifact_and_evaluate_agrees(train_tiny, tmp_path, c
     assert resumed["epochs"] == 3  # one more epoch appended to history.csv
 
 
+@pytest.mark.one_backend  # the permutation is NumPy; permuted sequences on JAX: test_sequences
 def test_permuted_run_keeps_its_permutation(train_tiny, tmp_path):
     run = tmp_path / "perm"
     assert (
@@ -171,6 +172,7 @@ def test_ctrl_c_keeps_finished_epochs_and_tests_the_best(
     assert json.loads((run / "metrics.json").read_text())["epochs"] == 2
 
 
+@pytest.mark.one_backend  # the schedule is arithmetic; exact resume on JAX: test_resume
 def test_resume_with_more_epochs_stretches_the_schedule(train_tiny, tmp_path, capsys):
     import keras
 
@@ -209,6 +211,7 @@ def test_same_seed_repeats_exactly(train_tiny, tmp_path):
     np.testing.assert_array_equal(probs[0], probs[1])
 
 
+@pytest.mark.one_backend  # what the progress prints
 def test_progress_off_a_terminal_is_one_line_per_epoch(tiny_data_dir, tmp_path):
     """`make demo > log` must not fill the log with progress-bar redraws."""
     flags = ["--data-dir", str(tiny_data_dir), "--run-dir", str(tmp_path / "run"), "--epochs", "3"]

@@ -119,13 +119,18 @@ def _train(args: argparse.Namespace) -> int:
             raise
         print("\ninterrupted: testing the best epoch so far (continue with --resume)")
         code = 130  # stopped, not finished
-    _test_and_report(run, cfg.data.data_dir)
-    print(f"run directory: {run}  (report: {run.report_file})")
+    _test_and_report(run, cfg.data.data_dir, report=not args.no_report)
+    shown = "" if args.no_report else f"  (report: {run.report_file})"
+    print(f"run directory: {run}{shown}")
     return code
 
 
 def _test_and_report(
-    run: RunDir, data_dir: str | None, explain_per_class: int = 10, other_data: bool = False
+    run: RunDir,
+    data_dir: str | None,
+    explain_per_class: int = 10,
+    other_data: bool = False,
+    report: bool = True,
 ) -> None:
     """Test a run's best model once, print the metrics, (re)draw its page."""
     from fashion_tcn.evaluate import evaluate_run, format_metrics
@@ -135,7 +140,8 @@ def _test_and_report(
         run, data_dir, explain_per_class=explain_per_class, other_data=other_data
     )
     print(format_metrics(metrics))
-    build_report([run.path])
+    if report:
+        build_report([run.path])
 
 
 def _discard(run: RunDir) -> None:

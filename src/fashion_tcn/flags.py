@@ -114,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue the run in --run-dir from its last epoch"
     )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--no-report",
+        action="store_true",
+        help="skip report.html (`fashion-tcn report RUN` writes it later): for scripts that "
+        "train many runs",
+    )
     add_config_flags(train)
 
     sweep = commands.add_parser("sweep", help="Optuna search; each trial is a training run")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,15 +132,15 @@ def request_items(body: bytes, content_type: str, limits: Limits) -> list[Item]:
     return items
 
 
-def gallery(predictor: Predictor, count: int = 24, pool: int = 2000) -> list[dict]:
-    """Test images for the page, half predicted right and half wrong (the model's mistakes
+def gallery(predict, data_dir: str | None, count: int = 24, pool: int = 2000) -> list[dict]:
+    """Test images for the page, up to half of them predicted wrong (the model's mistakes
     teach the most); empty when the data cannot be found."""
     try:
-        _, test = load_fashion_mnist(predictor.cfg.data.data_dir, may_download=False)
+        _, test = load_fashion_mnist(data_dir, may_download=False)
     except (DataError, OSError):
         return []
     images, labels = test.images[:pool], test.labels[:pool]
-    predicted = predictor.probabilities(images).argmax(axis=1)
+    predicted = predict(images).argmax(axis=1)
     right, wrong = np.flatnonzero(predicted == labels), np.flatnonzero(predicted != labels)
     wrong = wrong[: count // 2]
     chosen = np.concatenate([right[: count - len(wrong)], wrong])
@@ -157,8 +158,8 @@ def gallery(predictor: Predictor, count: int = 24, pool: int = 2000) -> list[dic
 class Stream:
     """One WebSocket client's stream: steps of 0..255 values in, calibrated probabilities out."""
 
-    def __init__(self, predictor: Predictor, template):
-        self.predictor, self.classifier = predictor, template.fresh()
+    def __init__(self, predictor: Predictor, template, lock: threading.Lock):
+        self.predictor, self.classifier, self.lock = predictor, template.fresh(), lock
         self.steps, self.features = predictor.sequence_shape()
 
     def feed(self, message: str) -> dict:
@@ -181,7 +182,8 @@ class Stream:
         seen = self.classifier.steps_seen
         if seen + len(x) > self.steps:
             raise ValueError(f'the sequence has {self.steps} steps, {seen} seen; send "reset"')
-        probs = self.classifier.run((x / 255.0)[None].astype("float32"))[0]
+        with self.lock:
+            probs = self.classifier.run((x / 255.0)[None].astype("float32"))[0]
         after = [
             self.predictor.calibrated_after(p[None], seen + i + 1)[0] for i, p in enumerate(probs)
         ]
@@ -205,10 +207,23 @@ def build_app(run_dir: Path, limits: Limits = Limits(), with_gallery: bool = Tru
     from fashion_tcn.stream import StreamingClassifier
 
     predictor = Predictor(run_dir)
-    template = StreamingClassifier(predictor.model) if predictor.can_stream() else None
-    batcher = Batcher(predictor.probabilities, limits)
+    # one model call at a time: on JAX, Keras's predict replaces (donates) the arrays a stream
+    # step may be reading; on 2 cores, calls side by side would gain nothing anyway
+    model_lock = threading.Lock()
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        with model_lock:
+            return predictor.probabilities(images)
+
+    predict(np.zeros((1, 28, 28), np.uint8))  # traced now, not for a client
+    template = None
+    if predictor.can_stream():
+        template = StreamingClassifier(predictor.model)
+        template.step(np.zeros((1, predictor.sequence_shape()[1]), np.float32))  # compiled
+        template.reset()
+    batcher = Batcher(predict, limits)
     info = predictor.info()
-    images = gallery(predictor) if with_gallery else []
+    images = gallery(predict, predictor.cfg.data.data_dir) if with_gallery else []
     html = PAGE.render(info=info)
     explaining = asyncio.Semaphore(1)  # occlusion is hundreds of model calls: one at a time
     open_streams = 0
@@ -270,14 +285,15 @@ def build_app(run_dir: Path, limits: Limits = Limits(), with_gallery: bool = Tru
         items = [item for item in await readable(request) if item.error is None]
         if not items:
             raise RefusedError(400, "no readable image in the request")
+
+        def occlude(image: np.ndarray) -> dict:
+            with model_lock:
+                return explain.explain(
+                    predictor.model, image[None], predictor.cfg.data.sequence, predictor.permutation
+                )
+
         async with explaining:
-            found = await asyncio.to_thread(
-                explain.explain,
-                predictor.model,
-                items[0].image[None],
-                predictor.cfg.data.sequence,
-                predictor.permutation,
-            )
+            found = await asyncio.to_thread(occlude, items[0].image)
         attribution = found["attribution"][0]
         scale = float(np.abs(attribution).max()) or 1.0
         return JSONResponse(
@@ -300,7 +316,7 @@ def build_app(run_dir: Path, limits: Limits = Limits(), with_gallery: bool = Tru
             await socket.close(1013, f"{open_streams} streams open, at most {limits.streams}")
             return
         open_streams += 1
-        client = Stream(predictor, template)
+        client = Stream(predictor, template, model_lock)
         try:
             while (message := await socket.receive())["type"] != "websocket.disconnect":
                 try:

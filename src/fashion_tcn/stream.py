@@ -117,10 +117,14 @@ def _compiled(model: keras.Model):
     if backend == "jax":
         import jax
 
-        trainable = [v.value for v in model.trainable_variables]
-        other = [v.value for v in model.non_trainable_variables]
         call = jax.jit(lambda t, o, inputs: model.stateless_call(t, o, inputs, training=False)[0])
-        return lambda inputs: call(trainable, other, inputs)
+        # the variables' current arrays at each call: Keras's own predict donates them, so
+        # arrays taken once would be deleted by the next `predict` on the same model
+        return lambda inputs: call(
+            [v.value for v in model.trainable_variables],
+            [v.value for v in model.non_trainable_variables],
+            inputs,
+        )
     return lambda inputs: model(inputs, training=False)
 
 
