@@ -299,7 +299,9 @@ def _serve(args: argparse.Namespace) -> int:
         raise ConfigError("serve needs its extra: pip install -e '.[cpu,serve]'") from None
     try:  # bound before the slow load, so a taken port is said at once
         family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-        listener = socket.socket(family, socket.SOCK_STREAM)
+        # IPPROTO_TCP named, or asyncio does not set TCP_NODELAY on the connections and every
+        # kept-alive answer waits 40 ms for a delayed ACK (Nagle)
+        listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind((args.host, args.port))
     except (OSError, OverflowError) as error:

@@ -1,9 +1,10 @@
 """`fashion-tcn serve`: a run behind an HTTP API, and a page that shows the TCN read an image.
 
 The run is loaded once (calibrated, as `predict`). Requests that arrive together are predicted
-together: `Batcher` gathers them for a few milliseconds, or until a batch is full, and makes one
-model call, so throughput holds under many clients; its queue is bounded, and a full queue
-answers 503 at once rather than letting every client wait longer. Each WebSocket stream keeps
+together: while the model answers one batch, `Batcher` queues what comes in and then predicts it
+all in one call, so throughput holds under many clients and a lone client never waits for
+company; its queue is bounded, and a full queue answers 503 at once rather than letting every
+client wait longer. Each WebSocket stream keeps
 its own layer caches (`stream.StreamingClassifier`, one compiled step shared by all), so a new
 step costs one kernel application per layer whatever came before.
 
@@ -44,7 +45,8 @@ class Limits:
     images: int = 256  # images in one request
     queue: int = 2048  # images waiting for the model, all clients together
     batch: int = 256  # images in one model call
-    window_s: float = 0.004  # how long a batch waits for company
+    window_s: float = 0.0  # how long a batch waits for company: none, it takes what queued
+    # while the model was busy, so one client waits for nothing and many share calls
     streams: int = 64  # WebSocket streams open at once
 
 
@@ -78,10 +80,15 @@ class Batcher:
         while True:
             batch = [await self.queue.get()]
             size, deadline = len(batch[0][0]), loop.time() + self.limits.window_s
-            while size < self.limits.batch and (left := deadline - loop.time()) > 0:
-                try:
-                    batch.append(await asyncio.wait_for(self.queue.get(), left))
-                except TimeoutError:
+            while size < self.limits.batch:
+                if not self.queue.empty():  # what queued while the model was busy
+                    batch.append(self.queue.get_nowait())
+                elif (left := deadline - loop.time()) > 0:
+                    try:
+                        batch.append(await asyncio.wait_for(self.queue.get(), left))
+                    except TimeoutError:
+                        break
+                else:
                     break
                 size += len(batch[-1][0])
             self.waiting -= size
