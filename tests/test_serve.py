@@ -310,3 +310,21 @@ def test_the_page_streams_a_test_image_to_the_answer_predict_gives(server, predi
     assert answer == predictor.info()["classes"][expected]
     assert progress.startswith("28 of 28 steps seen (100%)")
     assert errors == []
+
+
+def test_a_model_failure_is_a_500_with_one_line_and_the_server_goes_on(
+    tiny_run, images, monkeypatch
+):
+    app = build_app(tiny_run, LIMITS, with_gallery=False)
+    with TestClient(app, raise_server_exceptions=False) as own:
+        good = Predictor.probabilities
+
+        def broken(self, batch):
+            raise RuntimeError("out of memory\nsecond line")
+
+        monkeypatch.setattr(Predictor, "probabilities", broken)
+        response = post(own, png(images[0]), "image/png")
+        assert response.status_code == 500
+        assert response.json() == {"error": "the server failed: RuntimeError: out of memory"}
+        monkeypatch.setattr(Predictor, "probabilities", good)
+        assert post(own, png(images[0]), "image/png").status_code == 200

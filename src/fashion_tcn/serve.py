@@ -4,9 +4,9 @@ The run is loaded once (calibrated, as `predict`). Requests that arrive together
 together: while the model answers one batch, `Batcher` queues what comes in and then predicts it
 all in one call, so throughput holds under many clients and a lone client never waits for
 company; its queue is bounded, and a full queue answers 503 at once rather than letting every
-client wait longer. Each WebSocket stream keeps
-its own layer caches (`stream.StreamingClassifier`, one compiled step shared by all), so a new
-step costs one kernel application per layer whatever came before.
+client wait longer. Each WebSocket stream keeps its own layer caches (`stream.StreamingClassifier`,
+one compiled step shared by all), so a new step costs one kernel application per layer whatever
+came before.
 
 Every failure is a 4xx (5xx: the server's own) with `{"error": "one line"}`; the server goes on.
 """
@@ -245,6 +245,11 @@ def build_app(run_dir: Path, limits: Limits = Limits(), with_gallery: bool = Tru
     @app.exception_handler(RefusedError)
     async def refused(request: Request, exc: RefusedError) -> JSONResponse:
         return error(exc.status, str(exc))
+
+    @app.exception_handler(Exception)
+    async def failed(request: Request, exc: Exception) -> JSONResponse:
+        reason = (str(exc).splitlines() or [""])[0]
+        return error(500, f"the server failed: {type(exc).__name__}: {reason}")
 
     @app.get("/", response_class=HTMLResponse)
     async def page() -> str:
