@@ -1,9 +1,12 @@
 """Slow tier: the wheel, built and installed (not editable) into a fresh virtualenv outside the
-repository, trains, predicts and reports: package data (templates, the default space) included."""
+repository with its `serve` extra, trains, predicts, reports and serves: package data (templates,
+the default space) included."""
 
+import json
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +37,7 @@ def test_the_wheel_installs_into_a_fresh_venv_and_runs(tmp_path, tiny_data_dir):
     [wheel] = (tmp_path / "dist").glob("fashion_tcn-*.whl")
     _run(sys.executable, "-m", "venv", "venv", cwd=tmp_path)
     bin_dir = tmp_path / "venv" / "bin"
-    _run(bin_dir / "pip", "install", "-q", f"{wheel}[cpu]", cwd=tmp_path)
+    _run(bin_dir / "pip", "install", "-q", f"{wheel}[cpu,serve]", cwd=tmp_path)
 
     where = _run(
         bin_dir / "python", "-c", "import fashion_tcn; print(fashion_tcn.__file__)", cwd=tmp_path
@@ -49,3 +52,18 @@ def test_the_wheel_installs_into_a_fresh_venv_and_runs(tmp_path, tiny_data_dir):
     assert _run(cli, "predict", "run", "x.npy", cwd=tmp_path).startswith("x.npy")
     _run(cli, "report", "run", "-o", "again.html", cwd=tmp_path)
     assert "Explanations" in (tmp_path / "again.html").read_text(encoding="utf-8")
+
+    server = subprocess.Popen(
+        [cli, "serve", "run", "--port", "0"], cwd=tmp_path, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        line = server.stdout.readline()  # "serving run at http://127.0.0.1:PORT/ ..."
+        assert line.startswith("serving run at http://127.0.0.1:"), line
+        url = line.split()[3]
+        with urllib.request.urlopen(url + "v1/health", timeout=30) as response:
+            assert json.load(response)["status"] == "ok"
+        with urllib.request.urlopen(url, timeout=30) as response:
+            assert "fashion-tcn: run" in response.read().decode()
+    finally:
+        server.terminate()
+        server.wait(30)

@@ -1,19 +1,22 @@
-"""Testing a run: predict once, hand the arrays to `metrics`, write the run's tables, arrays,
-calibration, explanations and plots; and the metrics as the CLI prints them. Keras is imported
-inside `evaluate_run` only, so the report can read these tables without it.
+"""Testing a run, in steps `evaluate_run` calls in order: `predict_once` predicts once (Keras is
+imported there only, so the report reads this module's tables without it), `measure` turns the
+arrays into numbers (`metrics`), `write_artifacts` writes the run's tables, arrays, calibration,
+explanations and plots. And the metrics as the CLI prints them.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from fashion_tcn import plots
-from fashion_tcn.config import sequence_length
+from fashion_tcn.config import Config, sequence_length
 from fashion_tcn.data import CLASS_NAMES
 from fashion_tcn.metrics import (
     ANYTIME_FRACTIONS,
@@ -53,18 +56,29 @@ def write_metrics(run: RunDir, metrics: dict) -> list[Path]:
     return written
 
 
-def evaluate_run(
-    run: RunDir,
-    data_dir: str | None = None,
-    *,
-    splits: Splits | None = None,
-    explain_per_class: int = 10,
-    other_data: bool = False,
-) -> dict:
-    """Test the run's best model once; (re)write its metrics, tables, predictions, the most
-    confident mistakes, calibration, explanations (class maps over `explain_per_class` test
-    images per class) and the plots. Keras is imported here only: the report reads this
-    module's tables without it."""
+@dataclass
+class Tested:
+    """A run's best model tested once: the arrays every later step reads (nothing predicts
+    twice). `at`, `test_at`, `val_at`: a TCN's predictions after 10%, 20%, ... of the
+    sequence (steps `at`, 0-based); None for the other models."""
+
+    cfg: Config
+    splits: Splits
+    model: Any
+    permutation: np.ndarray | None
+    predict: Callable[[np.ndarray], np.ndarray]
+    probs: np.ndarray  # (N_test, 10)
+    val_probs: np.ndarray  # (N_val, 10)
+    at: list[int] | None = None
+    test_at: np.ndarray | None = None  # (N_test, len(at), 10)
+    val_at: np.ndarray | None = None
+
+
+def predict_once(
+    run: RunDir, data_dir: str | None, splits: Splits | None, other_data: bool
+) -> tuple[Tested, str]:
+    """Load the run's best model and its data (the data it was trained on, unless
+    `other_data`), predict the test and validation images once; and what the data is."""
     from fashion_tcn import explain
     from fashion_tcn.models import model_inputs, step_predictions
 
@@ -81,60 +95,97 @@ def evaluate_run(
     }.get(recorded.get("fingerprint"), "other than the run was trained on (--other-data)")
     if not other_data:
         check_same_data(recorded, splits, f"{run}: evaluate (--other-data to test on it anyway)")
-    model = run.model()
-    permutation = run.permutation()
+    model, permutation = run.model(), run.permutation()
     predict = explain.predictor(model, cfg.data.sequence, permutation)
-    probs = predict(splits.x_test)
-    metrics = compute_metrics(splits.y_test, probs, CLASS_NAMES)
-    metrics["calibration"] = calibration(splits.y_val, predict(splits.x_val), splits.y_test, probs)
-    stored = {
-        "temperature": metrics["calibration"]["temperature"],
-        "fitted_on": f"validation ({len(splits.y_val)} images)",
-    }
+    tested = Tested(
+        cfg, splits, model, permutation, predict, predict(splits.x_test), predict(splits.x_val)
+    )
     if cfg.model.kind == "tcn":  # causal: the prediction after 10%, 20%, ... of the sequence
         steps = sequence_length(cfg.data.sequence)
-        at = [max(1, round(f * steps)) - 1 for f in ANYTIME_FRACTIONS]
+        tested.at = [max(1, round(f * steps)) - 1 for f in ANYTIME_FRACTIONS]
 
         def partial(images: np.ndarray) -> np.ndarray:
             x = model_inputs(model, images, cfg.data.sequence, permutation)
             return np.concatenate(
-                [step_predictions(model, x[i : i + 512], at) for i in range(0, len(x), 512)]
+                [step_predictions(model, x[i : i + 512], tested.at) for i in range(0, len(x), 512)]
             )
 
-        test_at = partial(splits.x_test)
+        tested.test_at, tested.val_at = partial(splits.x_test), partial(splits.x_val)
+    return tested, data
+
+
+def measure(tested: Tested) -> tuple[dict, dict]:
+    """Arrays in, numbers out: the metrics, and the calibration `predict` applies (the whole
+    sequence's temperature and, for a TCN, one per tenth of it)."""
+    splits = tested.splits
+    metrics = compute_metrics(splits.y_test, tested.probs, CLASS_NAMES)
+    metrics["calibration"] = calibration(
+        splits.y_val, tested.val_probs, splits.y_test, tested.probs
+    )
+    stored = {
+        "temperature": metrics["calibration"]["temperature"],
+        "fitted_on": f"validation ({len(splits.y_val)} images)",
+    }
+    if tested.at is not None:
+        steps = sequence_length(tested.cfg.data.sequence)
         temperatures, eces = anytime_calibration(
-            splits.y_val, partial(splits.x_val), splits.y_test, test_at
+            splits.y_val, tested.val_at, splits.y_test, tested.test_at
         )
-        metrics["anytime"] = [
-            {**row, **ece}
-            for row, ece in zip(
-                anytime_accuracy(splits.y_test, test_at, steps, at), eces, strict=True
-            )
-        ]
+        accuracies = anytime_accuracy(splits.y_test, tested.test_at, steps, tested.at)
+        metrics["anytime"] = [{**row, **ece} for row, ece in zip(accuracies, eces, strict=True)]
         # what `predict --stream` divides the logits by after each number of steps
         stored["anytime"] = [
             {"steps": t + 1, "temperature": temperature}
-            for t, temperature in zip(at, temperatures, strict=True)
+            for t, temperature in zip(tested.at, temperatures, strict=True)
         ]
-    run.write_json(run.calibration_file, stored)
+    return metrics, stored
+
+
+def describe(run: RunDir, tested: Tested, data: str) -> dict:
+    """What the metrics say of the run beside the numbers: model, size, timings, data."""
     history = run.history()
 
     def history_mean(column: str) -> float | None:
         return float(np.mean([float(r[column]) for r in history])) if history else None
 
-    metrics.update(
+    tcn = tested.cfg.model.kind == "tcn"
+    return dict(
         run_dir=str(run),
-        model=cfg.model.kind,
-        sequence=cfg.data.sequence,
-        parameters=model.count_params(),
+        model=tested.cfg.model.kind,
+        sequence=tested.cfg.data.sequence,
+        parameters=tested.model.count_params(),
         epochs=len(history),
         mean_epoch_time=history_mean("epoch_time"),
         mean_samples_per_s=history_mean("samples_per_s"),
-        receptive_field=model.get_layer("tcn").receptive_field if cfg.model.kind == "tcn" else None,
-        test_set=splits.test_set,
-        data_fingerprint=splits.provenance["fingerprint"],
+        receptive_field=tested.model.get_layer("tcn").receptive_field if tcn else None,
+        test_set=tested.splits.test_set,
+        data_fingerprint=tested.splits.provenance["fingerprint"],
         data=data,
     )
+
+
+def explain_run(tested: Tested, worst: np.ndarray, per_class: int) -> tuple[dict, np.ndarray]:
+    """Class maps over `per_class` test images a class, and the explanations of two images the
+    model got right and its two surest mistakes (`worst`); with those images' indices."""
+    from fashion_tcn import explain
+
+    splits = tested.splits
+    explained = explain.class_maps(
+        tested.predict, splits.x_test, splits.y_test, len(CLASS_NAMES), per_class
+    )
+    right = np.flatnonzero(tested.probs.argmax(axis=1) == splits.y_test)[:2]
+    examples = np.concatenate([right, worst[:2]])
+    explained |= explain.explain(
+        tested.model, splits.x_test[examples], tested.cfg.data.sequence, tested.permutation
+    )
+    return explained, examples
+
+
+def write_artifacts(run: RunDir, tested: Tested, metrics: dict, stored: dict, per_class: int):
+    """The run's files: calibration, metrics and tables, predictions, the most confident
+    mistakes, explanations and the plots."""
+    splits, probs = tested.splits, tested.probs
+    run.write_json(run.calibration_file, stored)
     write_metrics(run, metrics)
     run.save_npz(run.predictions_file, labels=splits.y_test, probs=probs)
     worst = confident_mistakes(splits.y_test, probs)
@@ -145,20 +196,33 @@ def evaluate_run(
         predicted=probs[worst].argmax(axis=1),
         confidence=probs[worst].max(axis=1),
     )
-    explained = explain.class_maps(
-        predict, splits.x_test, splits.y_test, len(CLASS_NAMES), explain_per_class
-    )
-    right = np.flatnonzero(probs.argmax(axis=1) == splits.y_test)[:2]
-    examples = np.concatenate([right, worst[:2]])  # two it got right, its two surest mistakes
-    explained |= explain.explain(model, splits.x_test[examples], cfg.data.sequence, permutation)
+    explained, examples = explain_run(tested, worst, per_class)
     run.save_npz(run.explain_file, labels=splits.y_test[examples], **explained)
-    cm = np.asarray(metrics["confusion_matrix"])
-    plots.plot_confusion_matrix(cm, CLASS_NAMES, run.confusion_plot)
-    if history:
+    plots.plot_confusion_matrix(
+        np.asarray(metrics["confusion_matrix"]), CLASS_NAMES, run.confusion_plot
+    )
+    if run.history():
         plots.plot_history(run.history_file, run.curves_plot)
     if metrics.get("anytime"):
         plots.plot_anytime(metrics["anytime"], run.anytime_plot)
     plots.save(plots.reliability_figure(metrics["calibration"]), run.reliability_plot)
+
+
+def evaluate_run(
+    run: RunDir,
+    data_dir: str | None = None,
+    *,
+    splits: Splits | None = None,
+    explain_per_class: int = 10,
+    other_data: bool = False,
+) -> dict:
+    """Test the run's best model once and (re)write what it says: metrics, tables,
+    predictions, the most confident mistakes, calibration, explanations (class maps over
+    `explain_per_class` test images per class) and the plots."""
+    tested, data = predict_once(run, data_dir, splits, other_data)
+    metrics, stored = measure(tested)
+    metrics.update(describe(run, tested, data))
+    write_artifacts(run, tested, metrics, stored, explain_per_class)
     return metrics
 
 
