@@ -324,13 +324,8 @@ class TCN(keras.layers.Layer):
         if cache is not None:
             return self._stream(inputs, cache, training)
         if self._last_step_only(inputs, all_steps):
-            return self._last_step(inputs, training)
-        x, skips = inputs, []
-        for block in self.blocks:
-            x, residual = block(x, training=training)
-            skips.append(residual)
-        if self.skip_connections:
-            x = ops.sum(ops.stack(skips), axis=0)
+            return self._blocks(inputs, training, last_only=True)[0]
+        x, _ = self._blocks(inputs, training)
         if self.return_sequences:
             return x
         if self.pooling == "mean":
@@ -353,13 +348,7 @@ class TCN(keras.layers.Layer):
     def _stream(self, inputs, cache, training=None):
         """(B, T, C) steps that continue the streams held in `cache` (`cache_shapes`; zeros
         start a stream) -> (outputs after each step as with `all_steps`, new cache)."""
-        x, skips, new_cache = inputs, [], []
-        for i, block in enumerate(self.blocks):
-            x, residual, block_cache = block(x, training=training, cache=cache[2 * i : 2 * i + 2])
-            skips.append(residual)
-            new_cache.extend(block_cache)
-        if self.skip_connections:
-            x = ops.sum(ops.stack(skips), axis=0)
+        x, new_cache = self._blocks(inputs, training, cache=cache)
         if self.return_sequences or self.pooling != "mean":
             return x, new_cache
         total, count = cache[-2:]  # (B, filters), (B, 1): the steps before this chunk
@@ -378,33 +367,43 @@ class TCN(keras.layers.Layer):
         wanted = not (all_steps or self.return_sequences or self.pooling == "mean")
         return wanted and self.norm != "batch" and inputs.shape[1] is not None
 
-    def _last_step(self, inputs, training=None):
-        """The last step's output with a fraction of the work of the full pass.
+    def _blocks(self, inputs, training=None, cache=None, last_only: bool = False):
+        """The blocks and the sum of their skip outputs: the one loop of every path, so a change
+        to a block is made once. Returns (outputs, new cache).
 
-        A block of dilation d reads steps t, t - d, t - 2d, ...; when every later block's
-        dilation is a multiple of g, the steps the last one needs are T - 1, T - 1 - g, ..., so
-        the sequence can be thinned to those before the block, which then runs with dilation
-        d / g. With dilations 1, 2, 4, ... the blocks of the last stack see T, T/2, T/4, ...
-        steps: the 8-block pixel TCN does about a quarter of the full pass's work. Causal zero
-        padding thins to itself, so the result equals the full pass's last step (tested);
-        earlier stacks feed every step to the first block of the next and stay whole.
+        - the full pass: (B, T, filters) for every step;
+        - `cache` (`_stream`): each block continues its streams from its part of the cache and
+          returns its new part;
+        - `last_only`: the last step's output, (B, filters), with a fraction of the work. A
+          block of dilation d reads steps t, t - d, t - 2d, ...; when every later block's
+          dilation is a multiple of g, the steps the last one needs are T - 1, T - 1 - g, ...,
+          so the sequence can be thinned to those before the block, which then runs with
+          dilation d / g. With dilations 1, 2, 4, ... the blocks of the last stack see T, T/2,
+          T/4, ... steps: the 8-block pixel TCN does about a quarter of the full pass's work.
+          Causal zero padding thins to itself, so the result equals the full pass's last step
+          (tested); earlier stacks feed every step to the first block of the next and stay
+          whole.
         """
         last_stack = len(self.blocks) - len(self.dilations)
-        x, stride, skips = inputs, 1, []
+        x, stride, skips, new_cache = inputs, 1, [], []
         for i, block in enumerate(self.blocks):
-            dilation = None
-            if i >= last_stack:
+            options = {}
+            if cache is not None:
+                options["cache"] = cache[2 * i : 2 * i + 2]
+            if last_only and i >= last_stack:
                 gcd = math.gcd(*(b.dilation_rate for b in self.blocks[i:]))
                 factor = gcd // stride
                 if factor > 1:  # keep T - 1 and every factor-th step before it
                     x = x[:, (x.shape[1] - 1) % factor :: factor]
                 stride = gcd
-                dilation = block.dilation_rate // stride
-            x, residual = block(x, training=training, dilation_rate=dilation)
-            skips.append(residual[:, -1])
+                options["dilation_rate"] = block.dilation_rate // stride
+            x, residual, *streamed = block(x, training=training, **options)
+            skips.append(residual[:, -1] if last_only else residual)
+            if streamed:  # the block's new cache
+                new_cache.extend(streamed[0])
         if self.skip_connections:
-            return ops.sum(ops.stack(skips), axis=0)
-        return x[:, -1, :]
+            return ops.sum(ops.stack(skips), axis=0), new_cache
+        return (x[:, -1, :] if last_only else x), new_cache
 
     def compute_output_spec(self, inputs, training=None, all_steps=False, cache=None):
         """Symbolic output; `compute_output_shape` alone cannot see `all_steps` or `cache`."""
