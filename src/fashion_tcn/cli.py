@@ -304,6 +304,7 @@ def _serve(args: argparse.Namespace) -> int:
         listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind((args.host, args.port))
+        listener.listen(128)  # from now on a client waits in the backlog, never refused
     except (OSError, OverflowError) as error:
         reason = getattr(error, "strerror", None) or error
         raise ConfigError(f"{args.host}:{args.port}: cannot listen there ({reason})") from None
