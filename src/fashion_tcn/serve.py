@@ -218,19 +218,19 @@ def build_app(run_dir: Path, limits: Limits = Limits(), with_gallery: bool = Tru
     # step may be reading; on 2 cores, calls side by side would gain nothing anyway
     model_lock = threading.Lock()
 
-    def predict(images: np.ndarray) -> np.ndarray:
+    def predict_locked(images: np.ndarray) -> np.ndarray:
         with model_lock:
             return predictor.probabilities(images)
 
-    predict(np.zeros((1, 28, 28), np.uint8))  # traced now, not for a client
+    predict_locked(np.zeros((1, 28, 28), np.uint8))  # traced now, not for a client
     template = None
     if predictor.can_stream():
         template = StreamingClassifier(predictor.model)
         template.step(np.zeros((1, predictor.sequence_shape()[1]), np.float32))  # compiled
         template.reset()
-    batcher = Batcher(predict, limits)
+    batcher = Batcher(predict_locked, limits)
     info = predictor.info()
-    images = gallery(predict, predictor.cfg.data.data_dir) if with_gallery else []
+    shown = gallery(predict_locked, predictor.cfg.data.data_dir) if with_gallery else []
     html = PAGE.render(info=info)
     explaining = asyncio.Semaphore(1)  # occlusion is hundreds of model calls: one at a time
     open_streams = 0
@@ -265,7 +265,7 @@ def build_app(run_dir: Path, limits: Limits = Limits(), with_gallery: bool = Tru
 
     @app.get("/v1/gallery")
     async def test_images() -> dict:
-        return {"images": images}
+        return {"images": shown}
 
     async def readable(request: Request) -> list[Item]:
         body = await read_body(request, limits.body_bytes)
