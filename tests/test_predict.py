@@ -1,5 +1,6 @@
 """predict and export: user images, CSV rows, .npy arrays, streaming output, bad inputs."""
 
+import io
 import json
 import os
 import subprocess
@@ -12,7 +13,7 @@ from PIL import Image
 
 from fashion_tcn.cli import main
 from fashion_tcn.data import load_fashion_mnist
-from fashion_tcn.predict import Predictor, fit_image, load_inputs
+from fashion_tcn.predict import Predictor, decode, fit_image, load_inputs
 from fashion_tcn.rundir import RunDir
 
 pytestmark = pytest.mark.backend
@@ -105,6 +106,33 @@ def test_bad_npy_shapes(tmp_path):
     np.save(tmp_path / "nan.npy", np.full((28, 28), np.nan))
     items = load_inputs([tmp_path / "wrong.npy", tmp_path / "nan.npy"])
     assert "shape (2, 27, 28)" in items[0].error and "NaN" in items[1].error
+
+
+def test_only_floats_in_0_to_1_are_scaled_and_each_row_keeps_its_own_error():
+    """An integer image of 0s and 1s is a very dark image, not a 0..1 one; a float image is."""
+    ones = np.eye(28, dtype=np.int64)
+    dark = [
+        decode("i.npy", _npy(ones), "npy"),
+        decode("i.json", json.dumps(ones.tolist()).encode(), "json"),
+    ]
+    dark.append(decode("i.csv", ",".join(map(str, ones.ravel())).encode(), "csv"))
+    for (item,) in dark:
+        assert item.error is None and item.image.max() == 1, item.name
+    bright = [decode("f.npy", _npy(ones.astype(np.float32)), "npy")]
+    bright.append(decode("f.csv", ",".join(f"{v}.0" for v in ones.ravel()).encode(), "csv"))
+    for (item,) in bright:
+        assert item.error is None and item.image.max() == 255, item.name
+    batch = np.stack([ones * 200, ones * 300, np.where(ones, np.inf, 0)]).astype(np.float64)
+    good, high, infinite = decode("b.npy", _npy(batch), "npy")
+    assert good.image.max() == 200 and good.error is None
+    assert high.error == "b.npy[1]: pixel values outside 0..255"
+    assert infinite.error == "b.npy[2]: contains NaN or infinite values"
+
+
+def _npy(array: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    np.save(out, array)
+    return out.getvalue()
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TFLite needs TensorFlow")

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytest.importorskip("fastapi", reason="serve's extra is not installed")
-from fastapi.testclient import TestClient
+pytest.importorskip("starlette", reason="serve's extra is not installed")
+from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from fashion_tcn.cli import main
@@ -139,6 +139,30 @@ def test_a_bad_request_is_a_4xx_with_one_line_and_the_server_goes_on(
     message = response.json()["error"]
     assert words in message and "\n" not in message
     assert post(client, png(images[0]), "image/png").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "method, path, params, status, words",
+    [
+        ("post", "/v1/predict", {"top": "many"}, 400, "top='many': not an integer"),
+        ("post", "/v1/predict", {"images": "perhaps"}, 400, "images='perhaps': true or false"),
+        ("get", "/v1/nothing", {}, 404, "/v1/nothing: no such page"),
+        ("get", "/v1/predict", {}, 405, "GET /v1/predict: method not allowed"),
+    ],
+)
+def test_bad_queries_paths_and_methods_are_one_line_json(
+    client, images, method, path, params, status, words
+):
+    response = client.request(method, path, params=params, content=npy(images[0]))
+    assert response.status_code == status
+    message = response.json()["error"]
+    assert words in message and "\n" not in message
+
+
+def test_top_is_clipped_to_the_ten_classes(client, images):
+    for asked, given in ((99, 10), (0, 1), (4, 4)):
+        record = post(client, npy(images[0]), "application/x-npy", top=asked).json()
+        assert len(record["predictions"][0]["top"]) == given
 
 
 def test_a_truncated_png_is_a_400(client, images):

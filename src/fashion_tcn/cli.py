@@ -331,20 +331,40 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
+    """Check everything a worker would trip over, run the workers, then test the best trial."""
+    base, space = _sweep_space(args)
+    url = _sweep_storage(args)
+    print(
+        f"study {args.study!r} in {url}: {args.trials} trials, {args.jobs} worker(s), "
+        f"parameters {', '.join(p.name for p in space)}"
+    )
+    from fashion_tcn import sweep
+
+    worker = (base, space, args.trials, args.out, url, args.study, args.heartbeat, _print_trial)
+    _run_workers(sweep.run_worker, worker, args.jobs)
+    study = sweep.open_study(sweep.make_storage(url, args.heartbeat), args.study)
+    return _print_sweep(sweep.finish(study, args.out))
+
+
+def _sweep_space(args: argparse.Namespace) -> tuple[Config, list]:
+    """The base config (file, then flags) and the searched parameters: those no flag pins."""
     if args.trials < 1 or args.jobs < 1:
         raise ConfigError("--trials and --jobs must be >= 1")
-    base = load_config(args.config) if args.config else Config()
     flags = config_overrides(args)
-    base = override(base, flags)
+    base = override(load_config(args.config) if args.config else Config(), flags)
     from fashion_tcn.space import DEFAULT_SPACE, load_space
 
     space = load_space(args.space or DEFAULT_SPACE, base)
     find_data_dir(base.data.data_dir)
+    pinned = {dest.split(".")[1] for dest, value in flags.items() if value is not None}
+    return base, [p for p in space if p.name not in pinned]
+
+
+def _sweep_storage(args: argparse.Namespace) -> str:
+    """The study's storage URL, checked before any trial; a refused one leaves no empty --out."""
     _quiet_tensorflow()
     from fashion_tcn import sweep
 
-    pinned = {dest.split(".")[1] for dest, value in flags.items() if value is not None}
-    space = [p for p in space if p.name not in pinned]  # flags pin parameters
     _check(not args.out.exists() or args.out.is_dir(), f"{args.out}: exists and is not a directory")
     created = not args.out.exists()
     url = sweep.storage_url(args.storage, args.out)
@@ -352,32 +372,32 @@ def _sweep(args: argparse.Namespace) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
     try:
         sweep.check_storage(url, args.heartbeat)
-    except ConfigError:  # leave no empty output folder behind
+    except ConfigError:
         if created:
             shutil.rmtree(args.out, ignore_errors=True)
         raise
     args.out.mkdir(parents=True, exist_ok=True)
-    print(
-        f"study {args.study!r} in {url}: {args.trials} trials, {args.jobs} worker(s), "
-        f"parameters {', '.join(p.name for p in space)}"
-    )
-    worker = (base, space, args.trials, args.out, url, args.study, args.heartbeat, _print_trial)
-    if args.jobs == 1:
-        sweep.run_worker(*worker)
-    else:
-        import multiprocessing
+    return url
 
-        context = multiprocessing.get_context("spawn")  # TensorFlow does not survive fork
-        processes = [
-            context.Process(target=sweep.run_worker, args=worker) for _ in range(args.jobs)
-        ]
-        for process in processes:
-            process.start()
-        for process in processes:
-            process.join()
-    result = sweep.finish(
-        sweep.open_study(sweep.make_storage(url, args.heartbeat), args.study), args.out
-    )
+
+def _run_workers(target, worker: tuple, jobs: int) -> None:
+    """One worker in this process, or `jobs` spawned ones sharing the study's storage."""
+    if jobs == 1:
+        target(*worker)
+        return
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # TensorFlow does not survive fork
+    processes = [context.Process(target=target, args=worker) for _ in range(jobs)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+
+
+def _print_sweep(result: dict) -> int:
+    from fashion_tcn import sweep
+
     print(sweep.markdown_table(result["rows"]))
     for name, where in result["plots"].items():
         print(f"{name}: {where}")

@@ -207,7 +207,8 @@ def verify_official(split: Split) -> None:
             )
 
 
-def _is_number(cell: str) -> bool:
+def is_number(cell: str) -> bool:
+    """Whether a CSV cell reads as a number (a first row that does not is a header)."""
     try:
         float(cell)
     except ValueError:
@@ -223,7 +224,7 @@ def _cell_problem(cell: str, column: int) -> str | None:
     try:
         value = int(text)
     except ValueError:
-        if not _is_number(text):
+        if not is_number(text):
             return f"non-numeric cell {text!r}"
         return "NaN cell" if math.isnan(float(text)) else f"non-integer value {text!r}"
     kind, high = ("label", 9) if column == 1 else ("pixel", 255)
@@ -264,7 +265,7 @@ def read_csv(path: str | Path) -> Split:
             raise DataError(
                 f"{path}: line {number} has {columns} columns, expected 785 (label + 784 pixels)"
             )
-    if not any(_is_number(cell) for cell in rows[0][1].split(",")):  # "label,pixel1,..."
+    if not any(is_number(cell) for cell in rows[0][1].split(",")):  # "label,pixel1,..."
         rows = rows[1:]
     if not rows:
         raise DataError(f"{path}: header only, no data rows")

@@ -10,8 +10,10 @@ or (N, 784); values 0..255, or 0..1 floats). One bad input never stops the other
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from fashion_tcn.data import CLASS_NAMES
+from fashion_tcn.data import CLASS_NAMES, is_number
 from fashion_tcn.layers import TCN
 from fashion_tcn.metrics import with_temperature
 from fashion_tcn.models import final_probabilities, model_inputs
@@ -55,14 +57,29 @@ def fit_image(image: Image.Image) -> np.ndarray:
     return np.asarray(fitted, dtype=np.uint8)
 
 
-def _from_array(values: np.ndarray, name: str) -> np.ndarray:
-    if not np.isfinite(values).all():
-        raise InputError(f"{name}: contains NaN or infinite values")
-    if values.size and values.max() <= 1.0 and np.issubdtype(values.dtype, np.floating):
-        values = values * 255.0
-    if values.size and (values.min() < 0 or values.max() > 255):
-        raise InputError(f"{name}: pixel values outside 0..255")
-    return np.round(values).astype(np.uint8).reshape(28, 28)
+def _to_pixels(names: list[str], values: np.ndarray, floats: bool | None = None) -> list[Item]:
+    """(N, 784) numbers -> one item per row: 0..255 kept, 0..1 floats scaled, anything else
+    that row's own error. Whole arrays at once, so that a request of one image pays for a few
+    numpy calls and a large batch for no Python loop over pixels. `floats`: whether the numbers
+    were written as floats (default: the array's dtype)."""
+    if values.dtype == np.uint8:  # already pixels: nothing can be wrong with them
+        return [Item(n, image) for n, image in zip(names, values.reshape(-1, 28, 28), strict=True)]
+    if floats is None:
+        floats = np.issubdtype(values.dtype, np.floating)
+    values = values.astype(np.float64)
+    finite = np.isfinite(values).all(axis=1)
+    values = np.where(finite[:, None], values, 0.0)
+    if floats:
+        values = np.where(values.max(axis=1, keepdims=True) <= 1.0, values * 255.0, values)
+    inside = (values.min(axis=1) >= 0) & (values.max(axis=1) <= 255)
+    pixels = np.round(np.clip(values, 0, 255)).astype(np.uint8).reshape(-1, 28, 28)
+    return [
+        Item(n, image) if ok and fine else Item(n, None, f"{n}: {_NOT_PIXELS[bool(ok)]}")
+        for n, image, ok, fine in zip(names, pixels, finite, inside, strict=True)
+    ]
+
+
+_NOT_PIXELS = {False: "contains NaN or infinite values", True: "pixel values outside 0..255"}
 
 
 MAX_PIXELS = 25_000_000  # a photo of a garment; far more is a mistake or a decompression bomb
@@ -98,19 +115,21 @@ def _read_csv(name: str, data: bytes) -> list[Item]:
         raise InputError(f"{name}: not a text CSV file ({str(error)[:80]})") from None
     items = []
     for number, row in enumerate(rows, start=1):
-        if not row or (number == 1 and not row[0].strip().lstrip("-").isdigit()):
-            continue  # blank line or header
+        if not row or (number == 1 and not is_number(row[0])):
+            continue  # blank line or header (a first row of numbers is data, floats too)
         row_name = f"{name}:{number}"
         try:
             if len(row) not in (784, 785):
                 raise InputError(
                     f"{row_name}: {len(row)} columns, expected 785 (label + 784 pixels) or 784"
                 )
+            cells = row[-784:]
             try:
-                values = np.array(row[-784:], dtype=np.float64)
+                values = np.array(cells, dtype=np.float64)
             except ValueError:
                 raise InputError(f"{row_name}: non-numeric cell") from None
-            items.append(Item(row_name, _from_array(values, row_name)))
+            written_as_floats = any("." in cell or "e" in cell.lower() for cell in cells)
+            items += _to_pixels([row_name], values[None], written_as_floats)
         except InputError as error:
             items.append(Item(row_name, None, str(error)))
     if not items:
@@ -118,7 +137,35 @@ def _read_csv(name: str, data: bytes) -> list[Item]:
     return items
 
 
+@functools.lru_cache(maxsize=64)
+def _npy_header(header: bytes) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """numpy's own reading of a version 1.0 .npy header. It parses a Python literal, which is
+    most of the time a served one-image request takes to decode; clients send the same few
+    headers over and over, so each is parsed once."""
+    stream = io.BytesIO(header)
+    np.lib.format.read_magic(stream)
+    return np.lib.format.read_array_header_1_0(stream)
+
+
+def _plain_npy(data: bytes) -> np.ndarray | None:
+    """The array of a plain .npy file (version 1.0, C order, no objects, exact size), read
+    without copying; None for anything else, which np.load reads or explains."""
+    if len(data) < 10 or data[6:8] != b"\x01\x00":
+        return None
+    end = 10 + int.from_bytes(data[8:10], "little")
+    try:
+        shape, fortran, dtype = _npy_header(data[:end])
+    except ValueError:
+        return None
+    if fortran or dtype.hasobject or math.prod(shape) * dtype.itemsize != len(data) - end:
+        return None
+    return np.frombuffer(data, dtype, offset=end).reshape(shape)
+
+
 def _read_npy(name: str, data: bytes) -> list[Item]:
+    plain = _plain_npy(data)
+    if plain is not None:
+        return _read_array(name, plain)
     try:
         array = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError) as error:
@@ -136,10 +183,7 @@ def _read_array(name: str, array: np.ndarray) -> list[Item]:
         raise InputError(f"{name}: shape {array.shape}, expected (28, 28), (N, 28, 28) or (N, 784)")
     if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
         raise InputError(f"{name}: dtype {array.dtype} is not numeric")
-    return [
-        Item(f"{name}[{i}]", _from_array(a.astype(np.float64), f"{name}[{i}]"))
-        for i, a in enumerate(array)
-    ]
+    return _to_pixels([f"{name}[{i}]" for i in range(len(array))], array.reshape(-1, 784))
 
 
 def _read_json(name: str, data: bytes) -> list[Item]:
@@ -149,7 +193,7 @@ def _read_json(name: str, data: bytes) -> list[Item]:
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InputError(f"{name}: not JSON ({str(error)[:80]})") from None
     try:
-        array = np.asarray(values, dtype=np.float64)
+        array = np.asarray(values)  # integers stay integers: only 0..1 floats are scaled
     except (ValueError, TypeError):
         raise InputError(f"{name}: not an array of numbers, or rows of unequal length") from None
     return _read_array(name, array)

@@ -14,15 +14,19 @@ Every failure is a 4xx (5xx: the server's own) with `{"error": "one line"}`; the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
-from fastapi.responses import HTMLResponse, JSONResponse
 from jinja2 import Environment, PackageLoader
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from fashion_tcn.data import CLASS_NAMES, DataError, load_fashion_mnist
 from fashion_tcn.predict import Item, Predictor, decode, top_k
@@ -208,8 +212,32 @@ def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def build_app(run_dir: Path, limits: Limits = Limits(), with_gallery: bool = True) -> FastAPI:
-    """The API and the page for one run, loaded now (slow) so that requests are fast."""
+def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
+    """An integer query parameter, clipped to low..high; not an integer: 400."""
+    raw = request.query_params.get(name) if request.scope["query_string"] else None
+    if raw is None:  # (most requests have no query: no parsing for them)
+        return default
+    try:
+        return max(low, min(int(raw), high))
+    except ValueError:
+        raise RefusedError(400, f"query parameter {name}={raw!r}: not an integer") from None
+
+
+def query_flag(request: Request, name: str) -> bool:
+    raw = request.query_params.get(name, "false").lower() if request.scope["query_string"] else ""
+    if not raw:
+        return False
+    if raw not in ("true", "false", "1", "0"):
+        raise RefusedError(400, f"query parameter {name}={raw!r}: true or false")
+    return raw in ("true", "1")
+
+
+def build_app(run_dir: Path, limits: Limits = Limits(), with_gallery: bool = True) -> Starlette:
+    """The API and the page for one run, loaded now (slow) so that requests are fast. Plain
+    Starlette routes: the hot path is parsing, one queue and one JSON reply, and every layer
+    a request passes through costs throughput on a small machine."""
+    import keras
+
     from fashion_tcn import explain
     from fashion_tcn.stream import StreamingClassifier
 
@@ -218,11 +246,22 @@ def build_app(run_dir: Path, limits: Limits = Limits(), with_gallery: bool = Tru
     # step may be reading; on 2 cores, calls side by side would gain nothing anyway
     model_lock = threading.Lock()
 
-    def predict_locked(images: np.ndarray) -> np.ndarray:
-        with model_lock:
-            return predictor.probabilities(images)
+    # Every new batch size is a new trace (seconds, stalling every client): TensorFlow traces a
+    # shape-free function after two sizes; JAX compiles each size, so batches are padded to a
+    # power of two. Both are warmed up here, not on a client's time.
+    pad = keras.backend.backend() == "jax"
 
-    predict_locked(np.zeros((1, 28, 28), np.uint8))  # traced now, not for a client
+    def predict_locked(images: np.ndarray) -> np.ndarray:
+        count = len(images)
+        if pad and count & (count - 1):
+            filler = np.zeros(((1 << count.bit_length()) - count, *images.shape[1:]), images.dtype)
+            images = np.concatenate([images, filler])
+        with model_lock:
+            return predictor.probabilities(images)[:count]
+
+    sizes = [2**k for k in range(limits.batch.bit_length())] if pad else [1, 2]
+    for size in sizes:
+        predict_locked(np.zeros((size, 28, 28), np.uint8))
     template = None
     if predictor.can_stream():
         template = StreamingClassifier(predictor.model)
@@ -235,44 +274,25 @@ def build_app(run_dir: Path, limits: Limits = Limits(), with_gallery: bool = Tru
     explaining = asyncio.Semaphore(1)  # occlusion is hundreds of model calls: one at a time
     open_streams = 0
 
-    async def lifespan(app: FastAPI):
-        task = asyncio.create_task(batcher.run())
-        yield
-        task.cancel()
+    async def page(request: Request) -> HTMLResponse:
+        return HTMLResponse(html)
 
-    app = FastAPI(title="fashion-tcn", lifespan=lifespan, docs_url=None, redoc_url=None)
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", "waiting": batcher.waiting, "streams": open_streams})
 
-    @app.exception_handler(RefusedError)
-    async def refused(request: Request, exc: RefusedError) -> JSONResponse:
-        return error(exc.status, str(exc))
+    async def run_info(request: Request) -> JSONResponse:
+        return JSONResponse(info)
 
-    @app.exception_handler(Exception)
-    async def failed(request: Request, exc: Exception) -> JSONResponse:
-        reason = (str(exc).splitlines() or [""])[0]
-        return error(500, f"the server failed: {type(exc).__name__}: {reason}")
-
-    @app.get("/", response_class=HTMLResponse)
-    async def page() -> str:
-        return html
-
-    @app.get("/v1/health")
-    async def health() -> dict:
-        return {"status": "ok", "waiting": batcher.waiting, "streams": open_streams}
-
-    @app.get("/v1/info")
-    async def run_info() -> dict:
-        return info
-
-    @app.get("/v1/gallery")
-    async def test_images() -> dict:
-        return {"images": shown}
+    async def test_images(request: Request) -> JSONResponse:
+        return JSONResponse({"images": shown})
 
     async def readable(request: Request) -> list[Item]:
         body = await read_body(request, limits.body_bytes)
         return request_items(body, request.headers.get("content-type", ""), limits)
 
-    @app.post("/v1/predict")
-    async def predict(request: Request, top: int = 3, images: bool = False) -> JSONResponse:
+    async def predict(request: Request) -> JSONResponse:
+        top = query_int(request, "top", 3, 1, 10)
+        with_images = query_flag(request, "images")
         items = await readable(request)
         good = [item for item in items if item.error is None]
         if not good:
@@ -285,13 +305,12 @@ def build_app(run_dir: Path, limits: Limits = Limits(), with_gallery: bool = Tru
             if item.error is not None:
                 records.append(_error_record(item))
                 continue
-            record = {"input": item.name, "top": top_k(next(probs), max(1, min(top, 10)))}
-            if images:
+            record = {"input": item.name, "top": top_k(next(probs), top)}
+            if with_images:
                 record["image"] = item.image.tolist()
             records.append(record)
         return JSONResponse({"predictions": records})
 
-    @app.post("/v1/explain")
     async def occlusion(request: Request) -> JSONResponse:
         """The first readable image: which parts of it moved the prediction (occlusion)."""
         items = [item for item in await readable(request) if item.error is None]
@@ -317,7 +336,6 @@ def build_app(run_dir: Path, limits: Limits = Limits(), with_gallery: bool = Tru
             }
         )
 
-    @app.websocket("/v1/stream")
     async def stream(socket: WebSocket) -> None:
         nonlocal open_streams
         await socket.accept()
@@ -343,7 +361,43 @@ def build_app(run_dir: Path, limits: Limits = Limits(), with_gallery: bool = Tru
         finally:
             open_streams -= 1
 
-    return app
+    async def refused(request: Request, exc: RefusedError) -> JSONResponse:
+        return error(exc.status, str(exc))
+
+    async def failed(request: Request, exc: Exception) -> JSONResponse:
+        reason = (str(exc).splitlines() or [""])[0]
+        return error(500, f"the server failed: {type(exc).__name__}: {reason}")
+
+    async def not_found(request: Request, exc: Exception) -> JSONResponse:
+        return error(404, f"{request.url.path}: no such page; see / for the API")
+
+    async def wrong_method(request: Request, exc: Exception) -> JSONResponse:
+        return error(405, f"{request.method} {request.url.path}: method not allowed")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        task = asyncio.create_task(batcher.run())
+        yield
+        task.cancel()
+
+    return Starlette(
+        routes=[
+            Route("/", page),
+            Route("/v1/health", health),
+            Route("/v1/info", run_info),
+            Route("/v1/gallery", test_images),
+            Route("/v1/predict", predict, methods=["POST"]),
+            Route("/v1/explain", occlusion, methods=["POST"]),
+            WebSocketRoute("/v1/stream", stream),
+        ],
+        exception_handlers={
+            RefusedError: refused,
+            404: not_found,
+            405: wrong_method,
+            Exception: failed,
+        },
+        lifespan=lifespan,
+    )
 
 
 def _error_record(item: Item) -> dict:

@@ -23,7 +23,7 @@ from fashion_tcn.files import atomic_path
 from fashion_tcn.models import CrossEntropy, LastStepAccuracy, build_classifier, takes_images
 from fashion_tcn.rundir import RunDir, mark_epochs, marked_epochs
 from fashion_tcn.sequences import make_dataset, make_permutation, training_batches
-from fashion_tcn.splits import check_same_data, load_splits
+from fashion_tcn.splits import Splits, check_same_data, load_splits
 
 
 def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
@@ -281,78 +281,106 @@ def train(
     `callbacks` join the run's own (a sweep's pruner).
     A KeyboardInterrupt propagates; every finished epoch is already checkpointed by then.
     """
-    cfg = cfg.resolved()
-    if cfg.train.precision == "auto":  # saved resolved, so a resume or re-run builds the same
-        cfg = replace(cfg, train=replace(cfg.train, precision=auto_precision(cfg)))
+    cfg = _resolved(cfg)
     run = RunDir(run_dir or default_run_dir(cfg))
-    if resume:
-        if not run.last_file.is_file():
-            raise ConfigError(f"{run}: nothing to resume (no {RunDir.last_file})")
-        model = run.model(last=True)
-        if not takes_images(model):  # refused before anything in the run is rewritten
-            raise ConfigError(
-                f"{run}: saved by fashion-tcn before 0.2 (its model takes sequences, not "
-                "images); it still evaluates, reports and predicts, but cannot be resumed"
-            )
-    elif not run.is_empty():
+    resumed = _resumable(run) if resume else _check_empty(run)
+    _seed_everything(cfg.train.seed)
+    splits = load_splits(cfg)  # before touching the run dir, so bad data leaves nothing behind
+    _record(run, cfg, splits, resume)
+    steps = math.ceil(len(splits.x_train) / cfg.train.batch_size)
+    if resumed is None:
+        model, first_epoch = _new_model(cfg, run, splits), 0
+    else:
+        model, first_epoch = resumed, _resume_point(run, resumed, steps)
+    _compile(model, cfg.train, steps, carry=resumed is not None)
+    _write_summary(run, model)
+    if on_model is not None:
+        on_model(model)
+    train_ds, steps_per_epoch = training_batches(  # uint8 images: sequencing is the model's
+        splits.x_train,
+        splits.y_train,
+        batch_size=cfg.train.batch_size,
+        seed=cfg.train.seed,
+        first_epoch=first_epoch,
+        epochs=cfg.train.epochs,
+    )
+    model.fit(
+        train_ds,
+        validation_data=make_dataset(splits.x_val, splits.y_val, batch_size=cfg.train.batch_size),
+        epochs=cfg.train.epochs,
+        initial_epoch=first_epoch,
+        steps_per_epoch=steps_per_epoch,
+        shuffle=False,  # training_batches shuffles, seeded by epoch
+        callbacks=run_callbacks(cfg, run, len(splits.x_train), callbacks, resume),
+        verbose=verbose,
+    )
+    return run
+
+
+def _resolved(cfg: Config) -> Config:
+    """Defaults filled in and `--precision auto` decided, saved that way so that a resume or a
+    re-run builds the same model."""
+    cfg = cfg.resolved()
+    if cfg.train.precision == "auto":
+        cfg = replace(cfg, train=replace(cfg.train, precision=auto_precision(cfg)))
+    return cfg
+
+
+def _resumable(run: RunDir) -> keras.Model:
+    """The model of `last.keras`, refused before anything in the run is rewritten."""
+    if not run.last_file.is_file():
+        raise ConfigError(f"{run}: nothing to resume (no {RunDir.last_file})")
+    model = run.model(last=True)
+    if not takes_images(model):
+        raise ConfigError(
+            f"{run}: saved by fashion-tcn before 0.2 (its model takes sequences, not "
+            "images); it still evaluates, reports and predicts, but cannot be resumed"
+        )
+    return model
+
+
+def _check_empty(run: RunDir) -> None:
+    if not run.is_empty():
         raise ConfigError(
             f"{run}: run directory exists and is not empty; choose another "
             "--run-dir or continue it with --resume"
         )
-    _seed_everything(cfg.train.seed)
-    splits = load_splits(cfg)  # before touching the run dir, so bad data leaves nothing behind
+
+
+def _record(run: RunDir, cfg: Config, splits: Splits, resume: bool) -> None:
+    """Write the config and the data's provenance; a resume must see the same data."""
     if resume and run.data_file.is_file():
         check_same_data(json.loads(run.data_file.read_text()), splits, f"{run}: --resume")
     run.path.mkdir(parents=True, exist_ok=True)
     run.write_config(cfg)
     run.write_json(run.data_file, splits.provenance)
-    permutation = _permutation(cfg, run)
-    steps = math.ceil(len(splits.x_train) / cfg.train.batch_size)
 
-    if resume:
-        initial_epoch = _resume_point(run, model, steps)
-    else:
-        pixels = splits.x_train.astype("float32") / 255.0
-        model = build_classifier(cfg, float(pixels.mean()), float(pixels.var()), permutation)
-        del pixels
-        initial_epoch = 0
-    # uint8 images only: sequencing and augmentation (training only) are the model's layers
-    train_ds, steps_per_epoch = training_batches(
-        splits.x_train,
-        splits.y_train,
-        batch_size=cfg.train.batch_size,
-        seed=cfg.train.seed,
-        first_epoch=initial_epoch,
-        epochs=cfg.train.epochs,
-    )
-    val_ds = make_dataset(splits.x_val, splits.y_val, batch_size=cfg.train.batch_size)
-    optimizer = make_optimizer(cfg.train, steps)
-    if resume:  # same state, but a schedule as long as the --epochs asked for now
+
+def _new_model(cfg: Config, run: RunDir, splits: Splits) -> keras.Model:
+    """A fresh classifier, its input normalised by the training pixels' mean and variance."""
+    permutation = _permutation(cfg, run)
+    pixels = splits.x_train.astype("float32") / 255.0
+    return build_classifier(cfg, float(pixels.mean()), float(pixels.var()), permutation)
+
+
+def _compile(model: keras.Model, cfg: TrainConfig, steps: int, carry: bool) -> None:
+    """Compile with the run's loss and optimizer; `carry` keeps a resumed optimizer's state,
+    with a schedule as long as the --epochs asked for now."""
+    optimizer = make_optimizer(cfg, steps)
+    if carry:
         _carry_state(model, optimizer)
-    anytime = cfg.train.anytime_loss > 0
+    anytime = cfg.anytime_loss > 0
     model.compile(
         optimizer=optimizer,
-        loss=CrossEntropy(cfg.train.anytime_loss, cfg.train.label_smoothing),
+        loss=CrossEntropy(cfg.anytime_loss, cfg.label_smoothing),
         metrics=[LastStepAccuracy(name="accuracy") if anytime else "accuracy"],
     )
-    lines = []
+
+
+def _write_summary(run: RunDir, model: keras.Model) -> None:
+    lines: list[str] = []
     model.summary(print_fn=lambda line, **_: lines.append(line + "\n"))
     run.write_text(run.summary_file, "".join(lines))
-    if on_model is not None:
-        on_model(model)
-
-    callbacks = run_callbacks(cfg, run, len(splits.x_train), callbacks, resume)
-    model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=cfg.train.epochs,
-        initial_epoch=initial_epoch,
-        steps_per_epoch=steps_per_epoch,
-        shuffle=False,  # training_batches shuffles, seeded by epoch
-        callbacks=callbacks,
-        verbose=verbose,
-    )
-    return run
 
 
 def _resume_point(run: RunDir, model: keras.Model, steps: int) -> int:
