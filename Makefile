@@ -19,8 +19,9 @@ demo: data
 	$(BIN)/fashion-tcn train
 
 # Every tier runs in two processes (pytest-xdist; a file's tests stay in one process, so the
-# PostgreSQL sweep test starts one server); timings in the README, "Development".
-XDIST := -n 2 --dist loadfile
+# PostgreSQL sweep test starts one server) and names its ten slowest tests; timings in the
+# README, "Development".
+XDIST := -n 2 --dist loadfile --durations=10
 
 test: data test-system
 	$(BIN)/pytest -m "not slow" $(XDIST)

@@ -18,8 +18,10 @@ TRAINS = re.compile(r'train_tiny\(|\btiny_run\b|[\[(]\s*"(train|sweep)",\s*("--|
 NOT_BACKEND = {  # ... but asserts only what the backend cannot change
     "test_failures.py": "error messages and exit codes, raised before any backend work; one "
     "trained run is copied as their input",
-    "test_sweep.py": "the study's bookkeeping (storage, workers, pruning records); its trials "
-    "train through train.train, which the marked files test",
+    "test_sweep.py": "the study's bookkeeping (storage, pruning records, space files); its "
+    "trials train through train.train, which the marked files test",
+    "test_sweep_workers.py": "workers sharing one study's storage; their trials train through "
+    "train.train, which the marked files test",
     "test_quiet.py": "TensorFlow's own start-up noise on stderr",
     "test_flags.py": "parses command lines; nothing runs",
     "test_splits.py": "which images go where and the data fingerprint: NumPy and files",

@@ -309,8 +309,9 @@ def _serve(args: argparse.Namespace) -> int:
         reason = getattr(error, "strerror", None) or error
         raise ConfigError(f"{args.host}:{args.port}: cannot listen there ({reason})") from None
     _quiet_tensorflow()
-    from fashion_tcn.serve import build_app
+    from fashion_tcn.serve import build_app, leave_a_core
 
+    leave_a_core()
     app = build_app(args.run_dir)
     host, port = listener.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host

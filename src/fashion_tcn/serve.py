@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,6 +231,21 @@ def query_flag(request: Request, name: str) -> bool:
     if raw not in ("true", "false", "1", "0"):
         raise RefusedError(400, f"query parameter {name}={raw!r}: true or false")
     return raw in ("true", "1")
+
+
+def leave_a_core() -> None:
+    """On TensorFlow, the model computes on one core fewer than the machine has: the event
+    loop that reads requests and writes answers needs one of its own (on 2 cores it served
+    15-20% more images per second than with the model on both). Before the first model only;
+    TF_NUM_INTRAOP_THREADS, when set, decides instead."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow" or os.environ.get("TF_NUM_INTRAOP_THREADS"):
+        return
+    import tensorflow as tf
+
+    with contextlib.suppress(RuntimeError):  # TensorFlow already running: left as it is
+        tf.config.threading.set_intra_op_parallelism_threads(max(1, (os.cpu_count() or 2) - 1))
 
 
 def build_app(run_dir: Path, limits: Limits = Limits(), with_gallery: bool = True) -> Starlette:
