@@ -26,7 +26,7 @@ from fashion_tcn.serve import Batcher, Limits, RefusedError, build_app
 
 pytestmark = pytest.mark.backend
 
-LIMITS = Limits(body_bytes=100_000, images=8, streams=2)
+LIMITS = Limits(body_bytes=100_000, images=8, streams=2, batch=8)  # batch: 4 JAX compilations
 
 
 @pytest.fixture(scope="module")
@@ -198,6 +198,28 @@ def test_the_batcher_predicts_concurrent_requests_together_and_bounds_its_queue(
     for i, result in enumerate(results):
         assert result.ravel().tolist() == [i * 784.0] * 2  # each client got its own images
     assert refused.startswith("503 busy")
+
+
+def test_a_batch_never_grows_past_its_limit_and_the_overflow_opens_the_next():
+    """The batch sizes are traced (JAX: compiled) before the first client; a batch past the
+    limit would be a new size, and seconds of stall, while clients wait."""
+    calls: list[int] = []
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        calls.append(len(images))
+        return images.reshape(len(images), -1)[:, :1].astype(float)
+
+    async def scenario() -> list[np.ndarray]:
+        batcher = Batcher(predict, Limits(batch=5, window_s=0.05))
+        task = asyncio.create_task(batcher.run())
+        requests = [np.full((2, 28, 28), i, np.uint8) for i in range(6)]
+        results = await asyncio.gather(*(batcher.predict(r) for r in requests))
+        task.cancel()
+        return results
+
+    results = asyncio.run(scenario())
+    assert calls == [4, 4, 4]
+    assert [r.ravel().tolist() for r in results] == [[i, i] for i in range(6)]
 
 
 def stream_rows(socket_, image: np.ndarray) -> list[dict]:

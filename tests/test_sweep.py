@@ -2,42 +2,39 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import optuna
 import pytest
 from sweeping import SMALL_SPACE, _space, _sweep
 
 from fashion_tcn import space as sweep_space
-from fashion_tcn.cli import main
 from fashion_tcn.config import Config, ConfigError, load_config
 
 
 def test_tiny_sweep_end_to_end(tiny_data_dir, tmp_path, capsys):
     out = tmp_path / "sweep"
     space = _space(tmp_path, SMALL_SPACE)
-    code = _sweep(tiny_data_dir, out, space, "--trials", "3")
+    code = _sweep(tiny_data_dir, out, space, "--trials", "2")
     assert code == 0
     printed = capsys.readouterr().out
     assert "best trial" in printed and "| trial | state | val_accuracy |" in printed
 
     study = optuna.load_study(study_name="fashion-tcn", storage=f"sqlite:///{out / 'study.db'}")
     finished = [t for t in study.trials if t.state.is_finished()]
-    assert len(study.trials) == len(finished) == 3
+    assert len(study.trials) == len(finished) == 2
     for name in ("trials.csv", "trials.md", "best.yaml", "optimization_history.png", "report.html"):
         assert (out / name).is_file(), name
 
     best = load_config(out / "best.yaml")
     assert best.train.epochs == 1 and best.model.filters in (4, 8)
-    run = tmp_path / "from-best"
-    assert (
-        main(["train", "--config", str(out / "best.yaml"), "--run-dir", str(run), "--quiet"]) == 0
-    )
-    assert load_config(run / "config.yaml") == best  # the best trial, trained again
+    best_run = Path(study.best_trial.user_attrs["run_dir"])
+    assert load_config(best_run / "config.yaml") == best  # `train --config best.yaml` reruns it
 
-    # re-running resumes the study: two more trials make five
-    assert _sweep(tiny_data_dir, out, space, "--trials", "5") == 0
+    # re-running resumes the study: one more trial makes three
+    assert _sweep(tiny_data_dir, out, space, "--trials", "3") == 0
     study = optuna.load_study(study_name="fashion-tcn", storage=f"sqlite:///{out / 'study.db'}")
-    assert len(study.trials) == 5
+    assert len(study.trials) == 3
 
     # optuna-dashboard serves the same storage (`optuna-dashboard sqlite:///SWEEP/study.db`)
     status, studies = _dashboard_get(f"sqlite:///{out / 'study.db'}", "/api/studies")
@@ -47,7 +44,7 @@ def test_tiny_sweep_end_to_end(tiny_data_dir, tmp_path, capsys):
     status, detail = _dashboard_get(
         f"sqlite:///{out / 'study.db'}", f"/api/studies/{summary['study_id']}"
     )
-    assert status.startswith("200") and len(detail["trials"]) == 5
+    assert status.startswith("200") and len(detail["trials"]) == 3
 
 
 def _dashboard_get(storage: str, path: str) -> tuple[str, dict]:

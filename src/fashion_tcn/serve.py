@@ -80,22 +80,30 @@ class Batcher:
         return await future
 
     async def run(self) -> None:
-        """The one consumer: take what is queued, wait `window_s` for more, predict, hand out."""
+        """The one consumer: take what is queued, wait `window_s` for more, predict, hand out.
+        A batch never grows past `limits.batch` (the sizes traced ahead): a request that would
+        overfill it opens the next one."""
         loop = asyncio.get_running_loop()
+        held = None
         while True:
-            batch = [await self.queue.get()]
+            batch = [held or await self.queue.get()]
+            held = None
             size, deadline = len(batch[0][0]), loop.time() + self.limits.window_s
             while size < self.limits.batch:
                 if not self.queue.empty():  # what queued while the model was busy
-                    batch.append(self.queue.get_nowait())
+                    item = self.queue.get_nowait()
                 elif (left := deadline - loop.time()) > 0:
                     try:
-                        batch.append(await asyncio.wait_for(self.queue.get(), left))
+                        item = await asyncio.wait_for(self.queue.get(), left)
                     except TimeoutError:
                         break
                 else:
                     break
-                size += len(batch[-1][0])
+                if size + len(item[0]) > self.limits.batch:
+                    held = item
+                    break
+                batch.append(item)
+                size += len(item[0])
             self.waiting -= size
             try:
                 images = np.concatenate([images for images, _ in batch])
