@@ -7,7 +7,7 @@ from fashion_tcn.cli import main
 TINY = ["--epochs", "1", "--batch-size", "64"]
 
 
-def _sweep(tiny_data_dir: Path, out: Path, space: Path, *flags: str) -> int:
+def run_sweep(tiny_data_dir: Path, out: Path, space: Path, *flags: str) -> int:
     """`fashion-tcn sweep` on the tiny data, 1 epoch per trial; exit code."""
     return main(
         [
@@ -24,7 +24,7 @@ def _sweep(tiny_data_dir: Path, out: Path, space: Path, *flags: str) -> int:
     )
 
 
-def _space(tmp_path: Path, text: str) -> Path:
+def space_file(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "space.yaml"
     path.write_text(text)
     return path

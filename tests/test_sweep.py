@@ -6,7 +6,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from sweeping import SMALL_SPACE, _space, _sweep
+from sweeping import SMALL_SPACE, run_sweep, space_file
 
 from fashion_tcn import space as sweep_space
 from fashion_tcn.config import Config, ConfigError, load_config
@@ -14,8 +14,8 @@ from fashion_tcn.config import Config, ConfigError, load_config
 
 def test_tiny_sweep_end_to_end(tiny_data_dir, tmp_path, capsys):
     out = tmp_path / "sweep"
-    space = _space(tmp_path, SMALL_SPACE)
-    code = _sweep(tiny_data_dir, out, space, "--trials", "2")
+    space = space_file(tmp_path, SMALL_SPACE)
+    code = run_sweep(tiny_data_dir, out, space, "--trials", "2")
     assert code == 0
     printed = capsys.readouterr().out
     assert "best trial" in printed and "| trial | state | val_accuracy |" in printed
@@ -32,7 +32,7 @@ def test_tiny_sweep_end_to_end(tiny_data_dir, tmp_path, capsys):
     assert load_config(best_run / "config.yaml") == best  # `train --config best.yaml` reruns it
 
     # re-running resumes the study: one more trial makes three
-    assert _sweep(tiny_data_dir, out, space, "--trials", "3") == 0
+    assert run_sweep(tiny_data_dir, out, space, "--trials", "3") == 0
     study = optuna.load_study(study_name="fashion-tcn", storage=f"sqlite:///{out / 'study.db'}")
     assert len(study.trials) == 3
 
@@ -63,8 +63,8 @@ def _dashboard_get(storage: str, path: str) -> tuple[str, dict]:
 
 def test_short_receptive_field_trials_are_pruned_with_a_reason(tiny_data_dir, tmp_path):
     out = tmp_path / "rf"
-    space = _space(tmp_path, "levels: [1]\nkernel_size: [2]\n")  # field 3 < 28 rows
-    assert _sweep(tiny_data_dir, out, space, "--trials", "2") == 1  # nothing completed
+    space = space_file(tmp_path, "levels: [1]\nkernel_size: [2]\n")  # field 3 < 28 rows
+    assert run_sweep(tiny_data_dir, out, space, "--trials", "2") == 1  # nothing completed
     study = optuna.load_study(study_name="fashion-tcn", storage=f"sqlite:///{out / 'study.db'}")
     assert [t.state.name for t in study.trials] == ["PRUNED", "PRUNED"]
     assert "receptive field" in study.trials[0].user_attrs["reason"]
@@ -85,7 +85,7 @@ def test_short_receptive_field_trials_are_pruned_with_a_reason(tiny_data_dir, tm
     ],
 )
 def test_bad_space_files(tmp_path, text, words):
-    path = _space(tmp_path, text)
+    path = space_file(tmp_path, text)
     with pytest.raises(
         ConfigError, match=words.replace("{", r"\{").replace("}", r"\}").replace("[", r"\[")
     ) as error:
@@ -94,7 +94,7 @@ def test_bad_space_files(tmp_path, text, words):
 
 
 def test_bad_space_file_exits_2_with_one_line(tmp_path):
-    path = _space(tmp_path, "lr: {low: 0.0, high: 0.1}\n")
+    path = space_file(tmp_path, "lr: {low: 0.0, high: 0.1}\n")
     result = subprocess.run(
         [
             sys.executable,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from sweeping import SMALL_SPACE, TINY, _space, _sweep
+from sweeping import SMALL_SPACE, TINY, run_sweep, space_file
 
 
 def _worker(
@@ -49,7 +49,7 @@ def _worker(
 
 
 def _two_workers_share_one_study(tiny_data_dir, tmp_path, storage):
-    space = _space(tmp_path, SMALL_SPACE)
+    space = space_file(tmp_path, SMALL_SPACE)
     workers = [_worker(tiny_data_dir, tmp_path / f"w{i}", space, storage, 4) for i in range(2)]
     outputs = [w.communicate(timeout=600)[0] for w in workers]
     assert all(w.returncode == 0 for w in workers), outputs
@@ -67,7 +67,7 @@ def test_two_workers_sqlite(tiny_data_dir, tmp_path):
 
 def test_killed_worker_leaves_study_usable(tiny_data_dir, tmp_path):
     storage = f"sqlite:///{tmp_path / 'crash.db'}"
-    space = _space(tmp_path, SMALL_SPACE)
+    space = space_file(tmp_path, SMALL_SPACE)
     victim = _worker(tiny_data_dir, tmp_path / "victim", space, storage, 3, heartbeat="1")
     deadline = time.time() + 120
     while time.time() < deadline:  # wait until it is inside a trial
@@ -143,8 +143,8 @@ def test_two_workers_postgresql(tiny_data_dir, tmp_path, postgres_url):
 
 def test_jobs_start_worker_processes(tiny_data_dir, tmp_path, capsys):
     out = tmp_path / "jobs"
-    space = _space(tmp_path, SMALL_SPACE)
-    assert _sweep(tiny_data_dir, out, space, "--trials", "2", "--jobs", "2") == 0
+    space = space_file(tmp_path, SMALL_SPACE)
+    assert run_sweep(tiny_data_dir, out, space, "--trials", "2", "--jobs", "2") == 0
     study = optuna.load_study(study_name="fashion-tcn", storage=f"sqlite:///{out / 'study.db'}")
     assert sorted(t.number for t in study.trials) == [0, 1]
     workers = {t.user_attrs["worker"] for t in study.trials}

@@ -233,12 +233,11 @@ def query_int(request: Request, name: str, default: int, low: int, high: int) ->
 
 
 def query_flag(request: Request, name: str) -> bool:
-    raw = request.query_params.get(name, "false").lower() if request.scope["query_string"] else ""
-    if not raw:
-        return False
-    if raw not in ("true", "false", "1", "0"):
+    """A true/false query parameter, false when absent; anything else: 400."""
+    raw = request.query_params.get(name, "") if request.scope["query_string"] else ""
+    if raw.lower() not in ("", "false", "0", "true", "1"):
         raise RefusedError(400, f"query parameter {name}={raw!r}: true or false")
-    return raw in ("true", "1")
+    return raw.lower() in ("true", "1")
 
 
 def leave_a_core() -> None:
