@@ -61,10 +61,12 @@ def test_streaming_follows_the_full_pass(run, images):
     precision, run_dir = run
     predictor = Predictor(run_dir)
     full = step_predictions(predictor.model, images)
-    streamed = StreamingClassifier(predictor.model, batch=len(images)).run(
-        predictor.sequences(images)
+    stream = StreamingClassifier(predictor.model, batch=len(images))
+    # NumPy reproduces float32 arithmetic only: a mixed policy streams in its own, through Keras
+    assert stream.engine == ("numpy" if precision == "float32" else "keras")
+    np.testing.assert_allclose(
+        stream.run(predictor.sequences(images)), full, atol=TOLERANCE[precision]
     )
-    np.testing.assert_allclose(streamed, full, atol=TOLERANCE[precision])
 
 
 def test_savedmodel_export_gives_the_same_predictions(run, images, tmp_path):

@@ -4,7 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from fashion_tcn.config import ModelConfig
+from fashion_tcn import ringstep
+from fashion_tcn.config import ACTIVATIONS, NORMS, ModelConfig
 from fashion_tcn.models import build_model, step_predictions
 from fashion_tcn.stream import StreamingClassifier, flops_per_step, state_size
 
@@ -50,7 +51,41 @@ def test_streaming_equals_full_pass(norm, activation):
     full = step_predictions(model, x)
     np.testing.assert_allclose(full[:, -1], model.predict(x, verbose=0), atol=1e-6)
     stream = StreamingClassifier(model, batch=3)
+    assert stream.engine == "numpy"  # float32: NumPy's ring buffers
     np.testing.assert_allclose(stream.run(x), full, atol=1e-5)
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_the_keras_engine_streams_the_same(norm):
+    model = _model(norm, "gelu", pooling="mean")
+    x = np.random.default_rng(5).random((2, 60, 2)).astype("float32")
+    streamed = StreamingClassifier(model, batch=2, engine="keras").run(x)
+    np.testing.assert_allclose(streamed, step_predictions(model, x), atol=1e-5)
+    numpy_engine = StreamingClassifier(model, batch=2, engine="numpy")
+    np.testing.assert_allclose(numpy_engine.run(x), streamed, atol=1e-5)
+    with pytest.raises(ValueError, match="engine"):
+        StreamingClassifier(model, engine="torch")
+
+
+def test_numpy_activations_are_keras_activations():
+    assert set(ringstep.ACTIVATIONS) == set(ACTIVATIONS)
+    x = np.linspace(-120, 120, 2001, dtype="float32")  # far enough out to overflow an exp
+    for name, function in ringstep.ACTIVATIONS.items():
+        with np.errstate(over="raise", invalid="raise", divide="raise"):
+            ours = function(x)
+        expected = keras.ops.convert_to_numpy(keras.activations.get(name)(x))
+        np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_fresh_streams_share_weights_not_state():
+    model = _model("layer")
+    x = np.random.default_rng(6).random((1, 60, 2)).astype("float32")
+    first = StreamingClassifier(model, batch=1)
+    first.run(x[:, :30])
+    second = first.fresh()
+    assert second.steps_seen == 0 and first.steps_seen == 30
+    np.testing.assert_allclose(second.run(x), step_predictions(model, x), atol=1e-5)
+    np.testing.assert_allclose(first.run(x[:, 30:]), step_predictions(model, x)[:, 30:], atol=1e-5)
 
 
 def test_skip_connections_stream():

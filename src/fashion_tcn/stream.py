@@ -18,7 +18,10 @@ import copy
 import keras
 import numpy as np
 
+from fashion_tcn import ringstep
 from fashion_tcn.layers import TCN
+
+ENGINES = ("auto", "numpy", "keras")
 
 
 def _tcn(model: keras.Model) -> TCN:
@@ -71,38 +74,59 @@ class StreamingClassifier:
         >>> stream.reset()
 
     Outputs equal the full-sequence model's prediction for every prefix (tested to 1e-5).
+    `engine`: "numpy" steps in NumPy with ring buffers (`ringstep`, no copy of the state, no graph
+    dispatch: many times faster on the CPU), "keras" through the compiled `StepModel` (the
+    layers' own calls, and the arithmetic of a mixed precision), "auto" NumPy where it
+    reproduces the model.
     """
 
-    def __init__(self, model: keras.Model, batch: int = 1):
+    def __init__(self, model: keras.Model, batch: int = 1, engine: str = "auto"):
+        if engine not in ENGINES:
+            raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
         self.model = StepModel(model)
-        self._step = _compiled(self.model)
-        self.batch = batch
+        if engine == "auto":
+            engine = "numpy" if ringstep.supports(model) else "keras"
+        if engine == "numpy":
+            self._ring = ringstep.RingStep(model, self.model.tcn, self.model.encoder, batch)
+        else:
+            self._ring, self._step = None, _compiled(self.model)
+        self.engine, self.batch = engine, batch
         self.reset(batch)
 
     def fresh(self) -> StreamingClassifier:
-        """Another stream from the start on the same compiled step: one compilation serves
-        every client of a server."""
+        """Another stream from the start on the same weights (and compiled step): one set-up
+        serves every client of a server."""
         other = copy.copy(self)
+        if self._ring is not None:
+            other._ring = self._ring.fresh()
         other.reset()
         return other
 
     def reset(self, batch: int | None = None) -> None:
         """Forget every stream; optionally change how many streams run side by side."""
         self.batch = batch or self.batch
+        self.steps_seen = 0
+        if self._ring is not None:
+            self._ring.reset(self.batch)
+            return
         self.state = [
             np.zeros((self.batch, *shape), "float32") for shape in self.model.state_shapes
         ]
-        self.steps_seen = 0
 
     def run(self, sequences: np.ndarray) -> np.ndarray:
         """(B, T, features) chunk -> (B, T, 10) probabilities after each of its steps."""
         x = np.asarray(sequences, "float32")
-        probs, *self.state = self._step([x, *self.state])
         self.steps_seen += x.shape[1]
+        if self._ring is not None:
+            return np.stack([self._ring.step(x[:, t]) for t in range(x.shape[1])], axis=1)
+        probs, *self.state = self._step([x, *self.state])
         return keras.ops.convert_to_numpy(probs)
 
     def step(self, x: np.ndarray) -> np.ndarray:
         """x: (B, features) for the next step -> (B, 10) class probabilities so far."""
+        if self._ring is not None:
+            self.steps_seen += 1
+            return self._ring.step(x)
         return self.run(np.asarray(x).reshape(self.batch, 1, -1))[:, 0]
 
 
