@@ -22,10 +22,13 @@ demo: data
 # PostgreSQL sweep test starts one server) and names its ten slowest tests; timings in the
 # README, "Development".
 XDIST := -n 2 --dist loadfile --durations=10
+# The slow tier's seven tests share no fixture but are 1-3 minutes each: balanced test by test
+# (two files per process would leave one process idle for minutes)
+SLOW_XDIST := -n 2 --dist worksteal --durations=10
 
 test: data test-system
 	$(BIN)/pytest -m "not slow" $(XDIST)
-	$(BIN)/pytest -m slow $(XDIST)
+	$(BIN)/pytest -m slow $(SLOW_XDIST)
 	$(MAKE) test-jax
 
 # The fast tier's backend tests (marked `backend`: layers, models, training, resume, precision,
