@@ -2,11 +2,14 @@
 
     python benchmarks/conv_speed.py [--shapes rows bai wide] [--repeats 2] [--batches 2]
 
-Three forms of the same convolution, each a stack of one shape's convolutions (ReLU between
+Four forms of the same convolution, each a stack of one shape's convolutions (ReLU between
 them), trained on random inputs with Keras `fit`, interleaved, best repeat kept:
-    conv     the backend's dilated convolution on the causally padded input (what layers.py uses)
+    conv     the backend's dilated convolution on the causally padded input (layers.py on JAX)
     concat   the k shifted slices concatenated along channels, then one matmul
     matmuls  one matmul per tap, summed (the form a streaming step takes)
+    fold     the d interleaved subsequences of a dilation-d convolution folded into the batch,
+             (B, T, C) -> (B*d, T/d, C), and convolved undilated (`CausalConv1D._folded`, what
+             layers.py uses on TensorFlow, where it was the fastest)
 """
 
 from __future__ import annotations
@@ -21,12 +24,14 @@ import keras
 import numpy as np
 from keras import ops
 
+from fashion_tcn.layers import CausalConv1D
+
 SHAPES = {  # steps, channels, kernel, dilations, batch
     "rows": (28, 64, 3, [1, 2, 4, 8] * 2, 128),
     "bai": (784, 25, 7, [2**i for i in range(8)], 64),
     "wide": (784, 64, 7, [2**i for i in range(8)], 256),
 }
-FORMS = ("conv", "concat", "matmuls")
+FORMS = ("conv", "concat", "matmuls", "fold")
 
 
 class Causal(keras.layers.Layer):
@@ -38,11 +43,15 @@ class Causal(keras.layers.Layer):
 
     def build(self, input_shape):
         self.w = self.add_weight(shape=(self.k, input_shape[-1], self.channels))
+        self.fold = CausalConv1D(self.channels, self.k, self.d)  # its fold, on these weights
+        self.fold.kernel = self.w
 
     def call(self, x):
         steps = x.shape[1]
+        if self.form == "fold" and self.d > 1:
+            return self.fold._folded(x, self.d)
         padded = ops.pad(x, ((0, 0), ((self.k - 1) * self.d, 0), (0, 0)))
-        if self.form == "conv":
+        if self.form in ("conv", "fold"):
             return ops.conv(padded, self.w, padding="valid", dilation_rate=self.d)
         taps = [padded[:, j * self.d : j * self.d + steps] for j in range(self.k)]
         if self.form == "concat":

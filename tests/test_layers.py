@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 
+from fashion_tcn import layers
 from fashion_tcn.config import covering_dilations, receptive_field
 from fashion_tcn.encoder import StepEncoder
 from fashion_tcn.layers import TCN, CausalConv1D, ResidualBlock
@@ -235,3 +236,19 @@ def test_last_step_path_trains_like_the_full_pass():
     for a, b, w0 in zip(*trained, start, strict=True):
         assert not np.allclose(a, w0)
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("dilation", [2, 3, 64, 128])
+def test_folded_dilated_convolution_equals_the_dilated_one(dilation):
+    """The fold (d interleaved subsequences in the batch, undilated) that long sequences take on
+    TensorFlow: the same outputs and gradients as the dilated convolution, for a length that is
+    no multiple of d."""
+    conv = CausalConv1D(4, 7, dilation)
+    x = keras.ops.convert_to_tensor(np.random.default_rng(0).normal(size=(2, 300, 3)), "float32")
+    conv.build(x.shape)
+    padded = keras.ops.pad(x, ((0, 0), (6 * dilation, 0), (0, 0)))
+    expected = keras.ops.conv(padded, conv.kernel, dilation_rate=dilation)
+    np.testing.assert_allclose(conv._folded(x, dilation), expected, atol=1e-5)
+    np.testing.assert_allclose(conv(x), expected + conv.bias, atol=1e-5)  # the path it takes
+    assert layers._fold(300) == (keras.backend.backend() == "tensorflow")
+    assert not layers._fold(28)  # short sequences (rows) keep the dilated convolution
