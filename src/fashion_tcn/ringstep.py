@@ -12,8 +12,6 @@ precision stream through Keras, whose arithmetic they were trained in.
 
 from __future__ import annotations
 
-import copy
-
 import keras
 import numpy as np
 from scipy.special import erf, expit
@@ -145,15 +143,10 @@ class RingStep:
         self.reset(batch)
 
     def reset(self, batch: int) -> None:
+        """New buffers (a copy of this object made before keeps its own: weights are shared)."""
         self.batch, self.t = batch, 0
         self.buffers = [[c.buffer(batch) for c in b.convs] for b in self.blocks]
         self.total = np.zeros((batch, self.head[0].shape[0]), "float32")  # mean pooling
-
-    def fresh(self) -> RingStep:
-        """Another set of streams from the start, sharing the weights."""
-        other = copy.copy(self)
-        other.reset(self.batch)
-        return other
 
     def step(self, x: np.ndarray) -> np.ndarray:
         x = (np.asarray(x, "float32").reshape(self.batch, -1) - self.mean) / self.scale

@@ -97,8 +97,7 @@ class StreamingClassifier:
         """Another stream from the start on the same weights (and compiled step): one set-up
         serves every client of a server."""
         other = copy.copy(self)
-        if self._ring is not None:
-            other._ring = self._ring.fresh()
+        other._ring = copy.copy(self._ring)  # its own buffers from the reset, the same weights
         other.reset()
         return other
 
