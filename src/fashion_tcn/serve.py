@@ -5,8 +5,8 @@ together: while the model answers one batch, `Batcher` queues what comes in and 
 all in one call, so throughput holds under many clients and a lone client never waits for
 company; its queue is bounded, and a full queue answers 503 at once rather than letting every
 client wait longer. Each WebSocket stream keeps its own layer caches (`stream.StreamingClassifier`,
-one compiled step shared by all), so a new step costs one kernel application per layer whatever
-came before.
+its weights shared by all), so a new step costs one kernel application per layer whatever came
+before.
 
 Every failure is a 4xx (5xx: the server's own) with `{"error": "one line"}`; the server goes on.
 """
