@@ -1,26 +1,23 @@
-"""Streaming vs recomputing the prefix, and the two stream engines, on pixel sequences.
+"""Streaming vs recomputing the prefix, and the stream engines, on pixel sequences.
 
     python benchmarks/streaming.py                  # the default pixel TCN (random weights)
     python benchmarks/streaming.py --run runs/X     # a trained pixel/permuted run
-    python benchmarks/streaming.py --batches 1,256 --tflite
+    python benchmarks/streaming.py --batches 1,256
 
 A classifier that must answer after every new pixel can either re-run the whole prefix
 (`model.predict_on_batch` on steps 0..t, what keras-tcn offers) or stream (one kernel application
 per layer from the convolutions' pasts: fashion_tcn.stream, one `step` call per pixel). Both give
-the same numbers (tests/test_stream.py). The stream runs in one of two engines: "keras" (the
-compiled `StepModel`, state in and out) and "numpy" (`ringstep`, ring buffers updated in place);
-`--tflite` adds the exported TFLite step (`export --format step`) run in the TFLite interpreter,
-state in and out, as a reference. Engines are timed interleaved, best of `--repeats`.
+the same numbers (tests/test_stream.py). The stream runs in one of three engines: "keras" (the
+compiled `StepModel`, state in and out), "numpy" (`ringstep`, ring buffers updated in place) and,
+on TensorFlow, "tflite" (`litestep`, the step in the TFLite interpreter with the state inside
+it). Engines are timed interleaved, best of `--repeats`.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
-import warnings
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -32,45 +29,6 @@ from fashion_tcn.models import build_model
 from fashion_tcn.stream import StreamingClassifier, flops_per_step
 
 
-class _TFLiteStream:
-    """The exported step in the TFLite interpreter: one `invoke` per step, state copied in and
-    out (the interpreter's lowest-level calls, not the signature runner's dictionaries)."""
-
-    def __init__(self, model: keras.Model, batch: int):
-        import tensorflow as tf
-
-        from fashion_tcn.export import export_step
-
-        with tempfile.TemporaryDirectory() as folder:
-            path = export_step(model, Path(folder) / "step.tflite")
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice
-                self.interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=1)
-        runner = self.interpreter.get_signature_runner("step")
-        inputs, outputs = runner.get_input_details(), runner.get_output_details()
-        del runner  # resizing needs the interpreter's tensors unreferenced
-        for detail in inputs.values():
-            self.interpreter.resize_tensor_input(detail["index"], [batch, *detail["shape"][1:]])
-        self.interpreter.allocate_tensors()
-        self.step_in = inputs["step"]["index"]
-        self.probabilities = outputs["probabilities"]["index"]
-        self.state = [(inputs[n]["index"], outputs[n]["index"]) for n in inputs if n != "step"]
-        self.shapes = {inputs[n]["index"]: inputs[n]["shape"] for n in inputs}
-        self.batch = batch
-
-    def reset(self) -> None:
-        for index, _ in self.state:
-            shape = [self.batch, *self.shapes[index][1:]]
-            self.interpreter.set_tensor(index, np.zeros(shape, "float32"))
-
-    def step(self, x: np.ndarray) -> np.ndarray:
-        self.interpreter.set_tensor(self.step_in, x.reshape(self.batch, 1, -1))
-        self.interpreter.invoke()
-        for index_in, index_out in self.state:
-            self.interpreter.set_tensor(index_in, self.interpreter.get_tensor(index_out))
-        return self.interpreter.get_tensor(self.probabilities)
-
-
 def _best_of(function, repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -80,20 +38,14 @@ def _best_of(function, repeats: int) -> float:
     return min(times)
 
 
-def _engines(model: keras.Model, batch: int, tflite: bool) -> dict:
-    engines = {e: StreamingClassifier(model, batch, engine=e) for e in ("keras", "numpy")}
-    if tflite and keras.backend.backend() == "tensorflow":
-        engines["tflite"] = _TFLiteStream(model, batch)
-    return engines
-
-
-def engine_table(model: keras.Model, batches: list[int], repeats: int, tflite: bool) -> list:
+def engine_table(model: keras.Model, batches: list[int], repeats: int) -> list:
     """Per engine and batch: seconds per step (all streams of the batch stepping once)."""
     rows = []
     for batch in batches:
         x = np.random.default_rng(0).random((batch, 784, 1)).astype("float32")
         steps = 784 if batch <= 16 else 98  # a whole sequence, or its first eighth
-        engines = _engines(model, batch, tflite)
+        names = ["keras", "numpy"] + ["tflite"] * (keras.backend.backend() == "tensorflow")
+        engines = {name: StreamingClassifier(model, batch, engine=name) for name in names}
         best = dict.fromkeys(engines, float("inf"))
         for _ in range(repeats):  # interleaved, so a busy moment hits every engine
             for name, engine in engines.items():
@@ -111,7 +63,6 @@ def main() -> None:
     parser.add_argument("--run", help="a trained run directory (pixels or permuted)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batches", default="1,256", help="streams stepping together")
-    parser.add_argument("--tflite", action="store_true", help="also the exported TFLite step")
     args = parser.parse_args()
     cfg = override(Config(), {"data.sequence": "pixels"}).resolved()
     variable = build_model(cfg.model, None, 1)  # any prefix length
@@ -126,19 +77,19 @@ def main() -> None:
     batches = [int(b) for b in args.batches.split(",")]
     print("| engine | streams | ms per step | stream-steps/s | vs keras |")
     print("|---|---|---|---|---|")
-    stream_step = None
-    for name, batch, seconds, keras_seconds in engine_table(
-        variable, batches, args.repeats, args.tflite
-    ):
-        if batch == 1 and name == "numpy":
-            stream_step = seconds
+    one_stream = {}
+    for name, batch, seconds, keras_seconds in engine_table(variable, batches, args.repeats):
+        if batch == 1:
+            one_stream[name] = seconds
         print(
             f"| {name} | {batch} | {seconds * 1e3:.3f} | {batch / seconds:,.0f} "
             f"| {keras_seconds / seconds:.1f}x |"
         )
-    if stream_step is None:
+    if not one_stream:
         return
-    print("\none stream (numpy engine) against recomputing the prefix:")
+    fastest = min(one_stream, key=one_stream.get)
+    stream_step = one_stream[fastest]
+    print(f"\none stream ({fastest} engine) against recomputing the prefix:")
     print("| step t | recompute FLOPs | stream FLOPs | recompute ms | stream ms | speed-up |")
     print("|---|---|---|---|---|---|")
     x = np.random.default_rng(0).random((1, 784, 1)).astype("float32")

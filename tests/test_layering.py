@@ -7,8 +7,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).parents[1] / "src" / "fashion_tcn"
 ORDER = [
     "files", "config", "data", "splits", "sequences", "augment", "layers", "encoder", "models",
-    "rundir", "train", "ringstep", "stream", "export", "explain", "metrics", "plots", "evaluate",
-    "runview", "report", "space", "sweep", "predict", "serve", "flags", "cli",
+    "rundir", "train", "ringstep", "litestep", "stream", "export", "explain", "metrics", "plots",
+    "evaluate", "runview", "report", "space", "sweep", "predict", "serve", "flags", "cli",
 ]  # fmt: skip
 
 

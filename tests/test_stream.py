@@ -67,6 +67,34 @@ def test_the_keras_engine_streams_the_same(norm):
         StreamingClassifier(model, engine="torch")
 
 
+@pytest.mark.parametrize(
+    ("norm", "activation", "skip", "pooling"),
+    [
+        ("batch", "relu", False, "last"),
+        ("layer", "gelu", True, "mean"),
+        ("weight", "mish", False, "mean"),
+    ],
+)
+def test_the_tflite_engine_streams_the_same(norm, activation, skip, pooling):
+    model = _model(norm, activation, skip=skip, pooling=pooling)
+    if keras.backend.backend() != "tensorflow":
+        with pytest.raises(ValueError, match="tflite engine needs Keras on TensorFlow"):
+            StreamingClassifier(model, engine="tflite")
+        return
+    x = np.random.default_rng(7).random((2, 60, 2)).astype("float32")
+    full = step_predictions(model, x)
+    stream = StreamingClassifier(model, batch=2, engine="tflite")
+    np.testing.assert_allclose(stream.run(x), full, atol=1e-5)
+    stream.reset()  # the caches live in the interpreter: a reset must reach them
+    np.testing.assert_allclose(stream.run(x[:, :20]), full[:, :20], atol=1e-5)
+    other = stream.fresh()  # an interpreter of its own
+    np.testing.assert_allclose(other.run(x), full, atol=1e-5)
+    np.testing.assert_allclose(stream.run(x[:, 20:]), full[:, 20:], atol=1e-5)
+    if norm == "batch":  # once: another batch size is compiled again (seconds)
+        stream.reset(1)
+        np.testing.assert_allclose(stream.run(x[:1]), full[:1], atol=1e-5)
+
+
 def test_numpy_activations_are_keras_activations():
     assert set(ringstep.ACTIVATIONS) == set(ACTIVATIONS)
     x = np.linspace(-120, 120, 2001, dtype="float32")  # far enough out to overflow an exp

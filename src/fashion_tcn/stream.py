@@ -18,10 +18,10 @@ import copy
 import keras
 import numpy as np
 
-from fashion_tcn import ringstep
+from fashion_tcn import litestep, ringstep
 from fashion_tcn.layers import TCN
 
-ENGINES = ("auto", "numpy", "keras")
+ENGINES = ("auto", "numpy", "keras", "tflite")
 
 
 def _tcn(model: keras.Model) -> TCN:
@@ -76,8 +76,9 @@ class StreamingClassifier:
     Outputs equal the full-sequence model's prediction for every prefix (tested to 1e-5).
     `engine`: "numpy" steps in NumPy with ring buffers (`ringstep`, no copy of the state, no graph
     dispatch: many times faster on the CPU), "keras" through the compiled `StepModel` (the
-    layers' own calls, and the arithmetic of a mixed precision), "auto" NumPy where it
-    reproduces the model.
+    layers' own calls, and the arithmetic of a mixed precision), "tflite" in the TFLite
+    interpreter with the state inside it (`litestep`: the fastest single stream, on TensorFlow;
+    seconds to compile per batch size), "auto" NumPy where it reproduces the model.
     """
 
     def __init__(self, model: keras.Model, batch: int = 1, engine: str = "auto"):
@@ -86,10 +87,14 @@ class StreamingClassifier:
         self.model = StepModel(model)
         if engine == "auto":
             engine = "numpy" if ringstep.supports(model) else "keras"
+        if engine == "tflite" and not litestep.supports(model):
+            raise ValueError("the tflite engine needs Keras on TensorFlow and a float32 model")
         if engine == "numpy":
-            self._ring = ringstep.RingStep(model, self.model.tcn, self.model.encoder, batch)
+            self._stepper = ringstep.RingStep(model, self.model.tcn, self.model.encoder, batch)
+        elif engine == "tflite":
+            self._stepper = litestep.LiteStep(self.model, batch)
         else:
-            self._ring, self._step = None, _compiled(self.model)
+            self._stepper, self._step = None, _compiled(self.model)
         self.engine, self.batch = engine, batch
         self.reset(batch)
 
@@ -97,7 +102,7 @@ class StreamingClassifier:
         """Another stream from the start on the same weights (and compiled step): one set-up
         serves every client of a server."""
         other = copy.copy(self)
-        other._ring = copy.copy(self._ring)  # its own buffers from the reset, the same weights
+        other._stepper = copy.copy(self._stepper)  # its own state, the same weights
         other.reset()
         return other
 
@@ -105,8 +110,8 @@ class StreamingClassifier:
         """Forget every stream; optionally change how many streams run side by side."""
         self.batch = batch or self.batch
         self.steps_seen = 0
-        if self._ring is not None:
-            self._ring.reset(self.batch)
+        if self._stepper is not None:
+            self._stepper.reset(self.batch)
             return
         self.state = [
             np.zeros((self.batch, *shape), "float32") for shape in self.model.state_shapes
@@ -116,16 +121,16 @@ class StreamingClassifier:
         """(B, T, features) chunk -> (B, T, 10) probabilities after each of its steps."""
         x = np.asarray(sequences, "float32")
         self.steps_seen += x.shape[1]
-        if self._ring is not None:
-            return np.stack([self._ring.step(x[:, t]) for t in range(x.shape[1])], axis=1)
+        if self._stepper is not None:
+            return np.stack([self._stepper.step(x[:, t]) for t in range(x.shape[1])], axis=1)
         probs, *self.state = self._step([x, *self.state])
         return keras.ops.convert_to_numpy(probs)
 
     def step(self, x: np.ndarray) -> np.ndarray:
         """x: (B, features) for the next step -> (B, 10) class probabilities so far."""
-        if self._ring is not None:
+        if self._stepper is not None:
             self.steps_seen += 1
-            return self._ring.step(x)
+            return self._stepper.step(x)
         return self.run(np.asarray(x).reshape(self.batch, 1, -1))[:, 0]
 
 
