@@ -200,17 +200,6 @@ def test_resume_with_more_epochs_stretches_the_schedule(train_tiny, tmp_path, ca
     assert saved(run)[0] == 2 * steps  # refused before anything ran
 
 
-def test_same_seed_repeats_exactly(train_tiny, tmp_path):
-    histories = []
-    for name in ("first", "second"):
-        assert train_tiny(tmp_path / name, "--epochs", "2", "--augment", "light", *SMALL) == 0
-        history = (tmp_path / name / "history.csv").read_text().splitlines()
-        histories.append([line.split(",")[:2] + line.split(",")[3:4] for line in history])
-    assert histories[0] == histories[1]  # epoch, accuracy, loss (times differ, of course)
-    probs = [np.load(tmp_path / name / "predictions.npz")["probs"] for name in ("first", "second")]
-    np.testing.assert_array_equal(probs[0], probs[1])
-
-
 @pytest.mark.one_backend  # what the progress prints
 def test_progress_off_a_terminal_is_one_line_per_epoch(tiny_data_dir, tmp_path):
     """`make demo > log` must not fill the log with progress-bar redraws."""

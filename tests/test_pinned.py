@@ -2,7 +2,7 @@
 computes (and every accuracy figure in the README keeps reproducing).
 
 Two checks, because CPUs differ in their kernels' last bits:
-- on the machine at hand, two seeded runs are equal to the bit;
+- on the machine at hand, two seeded runs are equal to the bit (weights, history, predictions);
 - against `tests/data/pinned_<backend>.npz`, within a tolerance derived from measured drift. The
   pins were written on an AMD EPYC (AVX2, no AVX-512), where they are met to the bit; on an
   Intel Xeon (Sapphire Rapids: AVX-512, AMX) the same two epochs ended up to 2.5e-4 (2e-3
@@ -49,14 +49,28 @@ def drift(weights: dict[str, np.ndarray]) -> float:
 
 
 @pytest.fixture(scope="module")
-def seeded(train_tiny, tmp_path_factory) -> dict[str, np.ndarray]:
-    return trained_weights(train_tiny, tmp_path_factory.mktemp("pinned") / "run")
+def seeded_run(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("pinned") / "run"
 
 
-def test_two_seeded_runs_are_equal_to_the_bit(seeded, train_tiny, tmp_path):
+@pytest.fixture(scope="module")
+def seeded(train_tiny, seeded_run) -> dict[str, np.ndarray]:
+    return trained_weights(train_tiny, seeded_run)
+
+
+def _history(run: Path) -> list[list[str]]:
+    """Epoch, accuracy and loss of every epoch (its times differ, of course)."""
+    lines = (run / "history.csv").read_text().splitlines()
+    return [line.split(",")[:2] + line.split(",")[3:4] for line in lines]
+
+
+def test_two_seeded_runs_are_equal_to_the_bit(seeded, seeded_run, train_tiny, tmp_path):
     again = trained_weights(train_tiny, tmp_path / "again")
     for name, value in seeded.items():
         np.testing.assert_array_equal(value, again[name], err_msg=name)
+    assert _history(seeded_run) == _history(tmp_path / "again")
+    probs = [np.load(run / "predictions.npz")["probs"] for run in (seeded_run, tmp_path / "again")]
+    np.testing.assert_array_equal(probs[0], probs[1])  # and the test set predicted alike
 
 
 @needs_pin
