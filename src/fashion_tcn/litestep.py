@@ -4,8 +4,8 @@ The exported step (`export.export_step`) takes every cache in and hands a shifte
 Python moves the whole state twice per step. Here the caches are TFLite resource variables that
 the graph reads and overwrites itself: a step is one `set_tensor`, one `invoke` and one
 `get_tensor`, the least a Python caller can do per step (one stream of the default pixel TCN:
-0.09 ms, against 0.32 ms for the NumPy ring buffers); a reset is a new interpreter on the same
-flatbuffer, its variables initialised to zeros (a few ms). The graph still shifts each cache by
+about 0.1 ms, against 0.32 ms for the NumPy ring buffers); a reset is a new interpreter on the
+same flatbuffer, its variables initialised to zeros (a few ms). The graph still shifts each cache by
 a step, the whole state (300 KB a stream), so many streams side by side step faster in NumPy
 (`ringstep`), which writes one row per convolution. Needs Keras on TensorFlow; the arithmetic is
 the `StepModel`'s own, in float32.
@@ -32,8 +32,8 @@ def _flatbuffer(step_model: keras.Model, batch: int) -> bytes:
     caches (zeros to start) updated in place."""
     import tensorflow as tf
 
-    # the weights as constants: left as variables, the converter would keep them as resource
-    # variables too, which the interpreter never initialises
+    # the weights as constants: left as Keras variables, they became resource variables too,
+    # and the interpreter read them as NaN
     weights = [
         [tf.constant(keras.ops.convert_to_numpy(v)) for v in variables]
         for variables in (step_model.trainable_variables, step_model.non_trainable_variables)
