@@ -373,8 +373,16 @@ def _compile(model: keras.Model, cfg: TrainConfig, steps: int, carry: bool) -> N
     model.compile(
         optimizer=optimizer,
         loss=CrossEntropy(cfg.anytime_loss, cfg.label_smoothing),
-        metrics=[LastStepAccuracy(name="accuracy") if anytime else "accuracy"],
+        metrics=[
+            LastStepAccuracy(name="accuracy")
+            if anytime
+            else keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        ],
     )
+    # the optimizer's and the metric's variables now, not in fit's first trace: TensorFlow traces
+    # a function that creates variables a second time (seconds per run; zeros either way)
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
 
 
 def _write_summary(run: RunDir, model: keras.Model) -> None:
