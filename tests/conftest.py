@@ -9,6 +9,17 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def pytest_configure(config):
+    """On JAX every new shape of a step is compiled by XLA, seconds each, and the tests train the
+    same tiny models again and again, in both xdist workers and in CLI subprocesses: one on-disk
+    compilation cache (in pytest's cache folder; keyed by the computation, so changed code
+    compiles afresh) serves them all. It more than halves the JAX tier."""
+    if config.pluginmanager.hasplugin("cacheprovider") and hasattr(config, "cache"):
+        folder = config.cache.mkdir("jax-compilation")
+        os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(folder))
+        os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+
 def fake_images(labels: np.ndarray, seed: int) -> np.ndarray:
     """Class k is a bright vertical band on columns 2k..2k+5 over noise: easy to learn."""
     rng = np.random.default_rng(seed)
