@@ -18,10 +18,11 @@ demo: data
 	@echo "test accuracy (docs/results.md); the report: runs/<date>-<time>-tcn-rows/report.html"
 	$(BIN)/fashion-tcn train
 
-# Every tier runs in two processes (pytest-xdist; a file's tests stay in one process, so the
-# PostgreSQL sweep test starts one server) and names its ten slowest tests; timings in the
-# README, "Development".
-XDIST := -n 2 --dist loadfile --durations=10
+# Every tier runs in two processes (pytest-xdist; a file's tests stay in one process, so a
+# file's module fixtures are built once), handed out longest file first (tests/conftest.py, not
+# xdist's own order by test count, which leaves the few long sweep tests to the end), and names
+# its ten slowest tests; timings in the README, "Development".
+XDIST := -n 2 --dist loadfile --no-loadscope-reorder --durations=10
 # The slow tier's seven tests share no fixture but are 1-3 minutes each: balanced test by test
 # (two files per process would leave one process idle for minutes)
 SLOW_XDIST := -n 2 --dist worksteal --durations=10

@@ -20,6 +20,18 @@ def pytest_configure(config):
         os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 
+def pytest_collection_modifyitems(items):
+    """The longest files first (their `minutes` mark), so that pytest-xdist, handing out whole
+    files in this order (`--no-loadscope-reorder`), does not leave one worker on a long file
+    at the end while the other idles. The sort is stable: a file's own order is kept."""
+
+    def minutes(item) -> float:
+        mark = item.get_closest_marker("minutes")
+        return mark.args[0] if mark else 0
+
+    items.sort(key=lambda item: -minutes(item))
+
+
 def fake_images(labels: np.ndarray, seed: int) -> np.ndarray:
     """Class k is a bright vertical band on columns 2k..2k+5 over noise: easy to learn."""
     rng = np.random.default_rng(seed)

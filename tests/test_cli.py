@@ -10,7 +10,7 @@ import pytest
 
 from fashion_tcn.cli import main
 
-pytestmark = pytest.mark.backend
+pytestmark = [pytest.mark.backend, pytest.mark.minutes(4)]
 
 ARTIFACTS = [
     "config.yaml",

@@ -29,6 +29,8 @@ from PIL import Image
 
 from fashion_tcn.cli import main
 
+pytestmark = pytest.mark.minutes(1)
+
 SMALL = ["--filters", "8", "--dilations", "1,2,4,8", "--stacks", "1", "--dropout", "0"]
 SMALL += ["--batch-size", "32", "--quiet", "--epochs", "1"]
 

@@ -13,7 +13,7 @@ from fashion_tcn.config import Config, override
 from fashion_tcn.models import RNN_PARAMETERS, build_model, rnn_units
 from fashion_tcn.sequences import sequence_shape
 
-pytestmark = pytest.mark.backend
+pytestmark = [pytest.mark.backend, pytest.mark.minutes(2)]
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.backend
+pytestmark = [pytest.mark.backend, pytest.mark.minutes(1)]
 
 PINNED = Path(__file__).parent / "data" / f"pinned_{keras.backend.backend()}.npz"
 # augmentation, erasing, dropout, a step encoder and weight norm: every seeded draw in training

@@ -18,7 +18,7 @@ from fashion_tcn.predict import Predictor
 from fashion_tcn.stream import StreamingClassifier
 from fashion_tcn.train import auto_precision
 
-pytestmark = pytest.mark.backend
+pytestmark = [pytest.mark.backend, pytest.mark.minutes(4)]
 
 # how far a low-precision stream may be from the full pass of the same model, step by step
 # (28-step rows here; 784 steps with mean pooling: test_bfloat16_mean_pooling_...)

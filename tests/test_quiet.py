@@ -11,6 +11,8 @@ from PIL import Image
 
 from fashion_tcn.data import load_fashion_mnist
 
+pytestmark = pytest.mark.minutes(2)
+
 
 def _run(*args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TF_CPP")}  # as a user has it

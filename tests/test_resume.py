@@ -9,7 +9,7 @@ import textwrap
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.backend
+pytestmark = [pytest.mark.backend, pytest.mark.minutes(1)]
 
 FLAGS = [
     "--limit-train",

@@ -4,11 +4,14 @@ import json
 import shutil
 
 import numpy as np
+import pytest
 from conftest import fake_images, write_csv
 
 from fashion_tcn.cli import main
 from fashion_tcn.config import Config, override
 from fashion_tcn.splits import load_splits
+
+pytestmark = pytest.mark.minutes(1)
 
 
 def _splits(data_dir, **limits):

@@ -9,7 +9,7 @@ from fashion_tcn.config import ACTIVATIONS, NORMS, ModelConfig
 from fashion_tcn.models import build_model, step_predictions
 from fashion_tcn.stream import StreamingClassifier, flops_per_step, state_size
 
-pytestmark = pytest.mark.backend
+pytestmark = [pytest.mark.backend, pytest.mark.minutes(1)]
 
 
 def _model(

@@ -11,6 +11,8 @@ from sweeping import SMALL_SPACE, run_sweep, space_file
 from fashion_tcn import space as sweep_space
 from fashion_tcn.config import Config, ConfigError, load_config
 
+pytestmark = pytest.mark.minutes(2)
+
 
 def test_tiny_sweep_end_to_end(tiny_data_dir, tmp_path, capsys):
     out = tmp_path / "sweep"

@@ -14,6 +14,8 @@ import optuna
 import pytest
 from sweeping import SMALL_SPACE, TINY, run_sweep, space_file
 
+pytestmark = pytest.mark.minutes(6)
+
 
 def _worker(
     tiny_data_dir: Path, out: Path, space: Path, storage: str, trials: int, heartbeat: str = "60"
