@@ -78,3 +78,23 @@ def test_tensorboard_logs_load_in_tensorboards_event_reader(train_tiny, tmp_path
             float(tensor_util.make_ndarray(e.tensor_proto)) for e in events.Tensors("epoch_loss")
         ]
         assert len(losses) == 2 and all(np.isfinite(losses))
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.function tracing")
+def test_tensorflow_traces_the_train_step_once(tiny_data_dir, tmp_path):
+    """The optimizer's and the metric's variables exist before fit: a first trace that creates
+    variables makes TensorFlow trace again, seconds in every short run."""
+    from fashion_tcn.train import train
+
+    traced = []
+
+    def count_traces(model: keras.Model) -> None:
+        step = model.train_step
+        model.train_step = lambda data: traced.append(1) or step(data)
+
+    cfg = override(
+        Config(),
+        {"data.data_dir": str(tiny_data_dir), "train.epochs": 1, "model.filters": 4},
+    )
+    train(cfg, tmp_path / "run", verbose=0, on_model=count_traces)
+    assert len(traced) == 1
