@@ -59,13 +59,14 @@ def tiny_data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def train_tiny(tiny_data_dir):
-    """`train_tiny(run_dir, *flags, report=False)`: `fashion-tcn train` on the tiny data,
-    quietly, one stack unless the flags say otherwise, without the HTML report (its drawing is
-    a third of a tiny run; the report's own tests cover it) unless asked; exit code."""
+    """`train_tiny(run_dir, *flags, test=False, report=False)`: `fashion-tcn train` on the tiny
+    data, quietly, one stack unless the flags say otherwise; exit code. The test-set evaluation
+    (predictions, calibration, occlusion maps, plots: about 40% of a tiny run) and the HTML
+    report only when asked: `evaluate`'s and the report's own tests cover them."""
     from fashion_tcn.cli import main
 
-    def run(run_dir: Path, *flags: str, report: bool = False) -> int:
-        quiet = ["--quiet"] + ([] if report else ["--no-report"])
+    def run(run_dir: Path, *flags: str, test: bool = False, report: bool = False) -> int:
+        quiet = ["--quiet", *([] if test else ["--no-test"]), *([] if report else ["--no-report"])]
         data = ["--data-dir", str(tiny_data_dir), "--run-dir", str(run_dir)]
         return main(["train", *data, *quiet, "--stacks", "1", *flags])
 
@@ -78,5 +79,5 @@ def tiny_run(train_tiny, tmp_path_factory) -> Path:
     reads a run: copy it before changing it, and write explanations elsewhere (`-o`)."""
     run = tmp_path_factory.mktemp("shared") / "run"
     flags = ["--epochs", "3", "--filters", "8", "--dilations", "1,2,4", "--lr", "0.01"]
-    assert train_tiny(run, *flags) == 0
+    assert train_tiny(run, *flags, test=True) == 0
     return run

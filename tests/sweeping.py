@@ -36,4 +36,5 @@ filters: [4, 8]
 levels: {low: 3, high: 4}
 kernel_size: [3, 5]
 activation: [relu, gelu]
+stacks: [1]  # one stack: each trial builds and traces half the blocks
 """

@@ -183,7 +183,7 @@ def test_augmentation_lives_in_the_model_and_never_runs_at_evaluation(
 
     run = tmp_path / "aug"
     flags = ("--epochs", "1", "--augment", "strong", "--filters", "8", "--dilations", "1,2,4")
-    assert train_tiny(run, *flags) == 0
+    assert train_tiny(run, *flags, test=True) == 0
     model = keras.saving.load_model(run / "model.keras")
     layer = model.get_layer("augment")
     assert (layer.translate, layer.flip, layer.rotate, layer.zoom, layer.erase) == (

@@ -59,7 +59,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_train_writes_every_artifact_and_evaluate_agrees(train_tiny, tmp_path, capsys):
     run = tmp_path / "run"
-    code = train_tiny(run, "--epochs", "2", "--lr", "0.01", *SMALL, report=True)
+    code = train_tiny(run, "--epochs", "2", "--lr", "0.01", *SMALL, test=True, report=True)
     assert code == 0
     out = capsys.readouterr().out
     assert "Ankle boot" in out and "receptive field: 29" in out
@@ -102,6 +102,7 @@ def test_permuted_run_keeps_its_permutation(train_tiny, tmp_path):
             "--dilations",
             "1,2,4,8,16,32,64",
             *SMALL[:2],
+            test=True,
         )
         == 0
     )
@@ -185,7 +186,9 @@ def test_resume_with_more_epochs_stretches_the_schedule(train_tiny, tmp_path, ca
         return int(model.optimizer.iterations), schedule["decay_steps"], weights
 
     run = tmp_path / "extended"
-    assert train_tiny(run, "--epochs", "1", *SMALL) == 0
+    assert train_tiny(run, "--epochs", "1", *SMALL) == 0  # --no-test: nothing of the test set
+    assert (run / "model.keras").is_file() and not (run / "metrics.json").exists()
+    assert "accuracy" not in capsys.readouterr().out
     steps, decay, before = saved(run)
     assert decay == steps  # cosine over one epoch: the learning rate ends at zero
 
@@ -198,6 +201,8 @@ def test_resume_with_more_epochs_stretches_the_schedule(train_tiny, tmp_path, ca
     assert train_tiny(run, "--resume", "--epochs", "3", "--filters", "16") == 2
     assert "--filters cannot change" in capsys.readouterr().err
     assert saved(run)[0] == 2 * steps  # refused before anything ran
+    assert main(["evaluate", str(run)]) == 0  # the candidate chosen: tested once, later
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 2
 
 
 @pytest.mark.one_backend  # what the progress prints

@@ -143,7 +143,7 @@ def test_ema_and_label_smoothing_train_and_resume(train_tiny, tmp_path):
     assert train_tiny(run, "--ema", "0.9", "--label-smoothing", "0.1", "--epochs", "1") == 0
     config = (run / "config.yaml").read_text()
     assert "ema: 0.9" in config and "label_smoothing: 0.1" in config
-    assert train_tiny(run, "--resume", "--epochs", "2") == 0
+    assert train_tiny(run, "--resume", "--epochs", "2", test=True) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["epochs"] == 2
 

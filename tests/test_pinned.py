@@ -32,8 +32,8 @@ ATOL, RTOL = 1e-3, 1e-2  # across CPUs (module docstring)
 needs_pin = pytest.mark.skipif(not PINNED.is_file(), reason=f"no {PINNED.name} for this backend")
 
 
-def trained_weights(train_tiny, run_dir: Path) -> dict[str, np.ndarray]:
-    assert train_tiny(run_dir, *FLAGS) == 0
+def trained_weights(train_tiny, run_dir: Path, test: bool = False) -> dict[str, np.ndarray]:
+    assert train_tiny(run_dir, *FLAGS, test=test) == 0
     model = keras.saving.load_model(run_dir / "last.keras")
     return {w.path: keras.ops.convert_to_numpy(w) for w in model.weights}
 
@@ -55,7 +55,7 @@ def seeded_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def seeded(train_tiny, seeded_run) -> dict[str, np.ndarray]:
-    return trained_weights(train_tiny, seeded_run)
+    return trained_weights(train_tiny, seeded_run, test=True)
 
 
 def _history(run: Path) -> list[list[str]]:
@@ -65,7 +65,7 @@ def _history(run: Path) -> list[list[str]]:
 
 
 def test_two_seeded_runs_are_equal_to_the_bit(seeded, seeded_run, train_tiny, tmp_path):
-    again = trained_weights(train_tiny, tmp_path / "again")
+    again = trained_weights(train_tiny, tmp_path / "again", test=True)
     for name, value in seeded.items():
         np.testing.assert_array_equal(value, again[name], err_msg=name)
     assert _history(seeded_run) == _history(tmp_path / "again")

@@ -31,7 +31,8 @@ FLAGS = [
     "--batch-size",
     "32",
     "--quiet",
-    "--no-report",  # the weights and the history are compared; the report's tests draw it
+    "--no-test",  # the weights and the history are compared; evaluate's and the
+    "--no-report",  # report's own tests cover the rest
 ]
 
 # Dies from SIGKILL in the middle of the third epoch: no handler, no cleanup, like `kill -9`.
@@ -85,7 +86,9 @@ def test_killed_and_resumed_equals_uninterrupted(tiny_data_dir, tmp_path):
     assert result.returncode == -signal.SIGKILL
     assert len((killed / "history.csv").read_text().splitlines()) == 1 + 2  # header, 2 epochs
 
-    resumed = _run("train", "--run-dir", str(killed), "--resume", "--quiet", "--no-report")
+    resumed = _run(
+        "train", "--run-dir", str(killed), "--resume", "--quiet", "--no-test", "--no-report"
+    )
     assert resumed.returncode == 0, resumed.stderr
     for a, b in zip(_weights(straight), _weights(killed), strict=True):
         np.testing.assert_array_equal(a, b)

@@ -198,6 +198,7 @@ def test_anytime_training_writes_the_curve_and_still_streams(train_tiny, tiny_da
             "0.5",
             "--lr",
             "0.01",
+            test=True,
         )
         == 0
     )

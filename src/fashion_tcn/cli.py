@@ -117,9 +117,15 @@ def _train(args: argparse.Namespace) -> int:
             if not args.resume:
                 _discard(run)
             raise
-        print("\ninterrupted: testing the best epoch so far (continue with --resume)")
+        doing = "keeping" if args.no_test else "testing"
+        print(f"\ninterrupted: {doing} the best epoch so far (continue with --resume)")
         code = 130  # stopped, not finished
-    _test_and_report(run, cfg.data.data_dir, report=not args.no_report)
+    if not args.no_test:
+        _test_and_report(run, cfg.data.data_dir, report=not args.no_report)
+    elif not args.no_report:
+        from fashion_tcn.report import build_report
+
+        build_report([run.path])
     shown = "" if args.no_report else f"  (report: {run.report_file})"
     print(f"run directory: {run}{shown}")
     return code

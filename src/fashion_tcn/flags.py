@@ -120,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip report.html (`fashion-tcn report RUN` writes it later): for scripts that "
         "train many runs",
     )
+    train.add_argument(
+        "--no-test",
+        action="store_true",
+        help="keep the best epoch without testing it: for candidates still to be chosen on "
+        "validation (`fashion-tcn evaluate RUN` tests the chosen one)",
+    )
     add_config_flags(train)
 
     sweep = commands.add_parser("sweep", help="Optuna search; each trial is a training run")
