@@ -39,6 +39,7 @@ def _worker(
             "shared",
             "--heartbeat",
             heartbeat,
+            "--no-report",  # each worker still tests the best trial; only the page is skipped
             "--data-dir",
             str(tiny_data_dir),
             *TINY,
@@ -61,6 +62,8 @@ def _two_workers_share_one_study(tiny_data_dir, tmp_path, storage):
     assert all(t.state.is_finished() for t in study.trials)
     ran = [o.count("\ntrial ") + o.startswith("trial ") for o in outputs]
     assert sum(ran) == 4 and min(ran) >= 1, outputs  # both workers really took trials
+    assert all("best trial" in o and "report:" not in o for o in outputs), outputs
+    assert not any((tmp_path / f"w{i}" / "report.html").exists() for i in range(2))
 
 
 def test_two_workers_sqlite(tiny_data_dir, tmp_path):
@@ -146,7 +149,7 @@ def test_two_workers_postgresql(tiny_data_dir, tmp_path, postgres_url):
 def test_jobs_start_worker_processes(tiny_data_dir, tmp_path, capsys):
     out = tmp_path / "jobs"
     space = space_file(tmp_path, SMALL_SPACE)
-    assert run_sweep(tiny_data_dir, out, space, "--trials", "2", "--jobs", "2") == 0
+    assert run_sweep(tiny_data_dir, out, space, "--trials", "2", "--jobs", "2", "--no-report") == 0
     study = optuna.load_study(study_name="fashion-tcn", storage=f"sqlite:///{out / 'study.db'}")
     assert sorted(t.number for t in study.trials) == [0, 1]
     workers = {t.user_attrs["worker"] for t in study.trials}

@@ -350,7 +350,7 @@ def _sweep(args: argparse.Namespace) -> int:
     worker = (base, space, args.trials, args.out, url, args.study, args.heartbeat, _print_trial)
     _run_workers(sweep.run_worker, worker, args.jobs)
     study = sweep.open_study(sweep.make_storage(url, args.heartbeat), args.study)
-    return _print_sweep(sweep.finish(study, args.out))
+    return _print_sweep(sweep.finish(study, args.out, report=not args.no_report))
 
 
 def _sweep_space(args: argparse.Namespace) -> tuple[Config, list]:
@@ -419,7 +419,8 @@ def _print_sweep(result: dict) -> int:
     print(
         f"best config: {result['best_config']} (fashion-tcn train --config {result['best_config']})"
     )
-    print(f"report: {result['report']}")
+    if result["report"] is not None:
+        print(f"report: {result['report']}")
     return 0
 
 

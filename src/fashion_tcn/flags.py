@@ -146,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=60,
         help="seconds; a silent worker's trial fails after twice this",
     )
+    sweep.add_argument(
+        "--no-report",
+        action="store_true",
+        help="skip report.html: for all workers of a shared study but one",
+    )
     add_config_flags(sweep, only=SWEEP_FLAGS)
 
     evaluate = commands.add_parser(

@@ -257,8 +257,9 @@ def write_plots(study: optuna.Study, out_dir: Path) -> dict[str, str]:
     return written
 
 
-def finish(study: optuna.Study, out_dir: Path) -> dict:
-    """Table, plots, best config, and the one test-set evaluation of the best trial."""
+def finish(study: optuna.Study, out_dir: Path, report: bool = True) -> dict:
+    """Table, plots, best config, the one test-set evaluation of the best trial, and (unless
+    `report` is off) the page of every completed trial."""
     rows = results_table(study)
     write_table(rows, out_dir)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -271,9 +272,13 @@ def finish(study: optuna.Study, out_dir: Path) -> dict:
     metrics = evaluate_run(RunDir(run_dir))
     # the best run (tested) first, then every completed trial's validation curves beside it
     others = [Path(t.user_attrs["run_dir"]) for t in sorted(complete, key=lambda t: -t.value)]
-    report = build_report([run_dir, *[p for p in others if p != run_dir]], out_dir / "report.html")
+    page = (
+        build_report([run_dir, *[p for p in others if p != run_dir]], out_dir / "report.html")
+        if report
+        else None
+    )
     return {
-        "report": report,
+        "report": page,
         "rows": rows,
         "plots": plots,
         "best": best.number,
