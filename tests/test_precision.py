@@ -131,7 +131,8 @@ def test_resume_restores_the_optimizer_state(run, tiny_data_dir, recwarn):
     from fashion_tcn.cli import main
 
     _, run_dir = run
-    flags = ["--data-dir", str(tiny_data_dir), "--run-dir", str(run_dir), "--quiet", "--no-report"]
+    flags = ["--data-dir", str(tiny_data_dir), "--run-dir", str(run_dir), "--quiet", "--no-test",
+             "--no-report"]  # fmt: skip
     assert main(["train", *flags, "--resume", "--epochs", "3"]) == 0
     assert not [w for w in recwarn if "Skipping variable loading" in str(w.message)]
     assert len((run_dir / "history.csv").read_text().splitlines()) == 1 + 3
