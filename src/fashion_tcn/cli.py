@@ -120,12 +120,7 @@ def _train(args: argparse.Namespace) -> int:
         doing = "keeping" if args.no_test else "testing"
         print(f"\ninterrupted: {doing} the best epoch so far (continue with --resume)")
         code = 130  # stopped, not finished
-    if not args.no_test:
-        _test_and_report(run, cfg.data.data_dir, report=not args.no_report)
-    elif not args.no_report:
-        from fashion_tcn.report import build_report
-
-        build_report([run.path])
+    _test_and_report(run, cfg.data.data_dir, test=not args.no_test, report=not args.no_report)
     shown = "" if args.no_report else f"  (report: {run.report_file})"
     print(f"run directory: {run}{shown}")
     return code
@@ -136,16 +131,18 @@ def _test_and_report(
     data_dir: str | None,
     explain_per_class: int = 10,
     other_data: bool = False,
+    test: bool = True,
     report: bool = True,
 ) -> None:
     """Test a run's best model once, print the metrics, (re)draw its page."""
     from fashion_tcn.evaluate import evaluate_run, format_metrics
     from fashion_tcn.report import build_report
 
-    metrics = evaluate_run(
-        run, data_dir, explain_per_class=explain_per_class, other_data=other_data
-    )
-    print(format_metrics(metrics))
+    if test:
+        metrics = evaluate_run(
+            run, data_dir, explain_per_class=explain_per_class, other_data=other_data
+        )
+        print(format_metrics(metrics))
     if report:
         build_report([run.path])
 
