@@ -61,7 +61,7 @@ def tiny_data_dir(tmp_path_factory) -> Path:
 def train_tiny(tiny_data_dir):
     """`train_tiny(run_dir, *flags, test=False, report=False)`: `fashion-tcn train` on the tiny
     data, quietly, one stack unless the flags say otherwise; exit code. The test-set evaluation
-    (predictions, calibration, occlusion maps, plots: about 40% of a tiny run) and the HTML
+    (predictions, calibration, occlusion maps, plots: a large part of a tiny run) and the HTML
     report only when asked: `evaluate`'s and the report's own tests cover them."""
     from fashion_tcn.cli import main
 

@@ -134,7 +134,8 @@ def _test_and_report(
     test: bool = True,
     report: bool = True,
 ) -> None:
-    """Test a run's best model once, print the metrics, (re)draw its page."""
+    """Test a run's best model once (unless `test` is off: `train --no-test`), print the
+    metrics, (re)draw its page."""
     from fashion_tcn.evaluate import evaluate_run, format_metrics
     from fashion_tcn.report import build_report
 
