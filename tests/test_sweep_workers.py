@@ -39,7 +39,8 @@ def _worker(
             "shared",
             "--heartbeat",
             heartbeat,
-            "--no-report",  # each worker still tests the best trial; only the page is skipped
+            "--no-report",  # nor the page,
+            "--no-test",  # nor the test: each worker only names the best trial
             "--data-dir",
             str(tiny_data_dir),
             *TINY,
@@ -62,7 +63,8 @@ def _two_workers_share_one_study(tiny_data_dir, tmp_path, storage):
     assert all(t.state.is_finished() for t in study.trials)
     ran = [o.count("\ntrial ") + o.startswith("trial ") for o in outputs]
     assert sum(ran) == 4 and min(ran) >= 1, outputs  # both workers really took trials
-    assert all("best trial" in o and "report:" not in o for o in outputs), outputs
+    assert all("best trial" in o and "not tested" in o for o in outputs), outputs
+    assert not any("report:" in o or "test accuracy" in o for o in outputs), outputs
     assert not any((tmp_path / f"w{i}" / "report.html").exists() for i in range(2))
 
 
@@ -149,9 +151,15 @@ def test_two_workers_postgresql(tiny_data_dir, tmp_path, postgres_url):
 def test_jobs_start_worker_processes(tiny_data_dir, tmp_path, capsys):
     out = tmp_path / "jobs"
     space = space_file(tmp_path, SMALL_SPACE)
-    assert run_sweep(tiny_data_dir, out, space, "--trials", "2", "--jobs", "2", "--no-report") == 0
+    assert (
+        run_sweep(
+            tiny_data_dir, out, space, "--trials", "2", "--jobs", "2", "--no-test", "--no-report"
+        )
+        == 0
+    )
     study = optuna.load_study(study_name="fashion-tcn", storage=f"sqlite:///{out / 'study.db'}")
     assert sorted(t.number for t in study.trials) == [0, 1]
     workers = {t.user_attrs["worker"] for t in study.trials}
     assert len(workers) == 2, workers  # each process took a trial
-    assert "2 worker(s)" in capsys.readouterr().out
+    out_text = capsys.readouterr().out
+    assert "2 worker(s)" in out_text and "not tested" in out_text

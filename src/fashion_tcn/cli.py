@@ -179,7 +179,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.explain_per_class < 1:
         raise ConfigError("--explain-per-class must be >= 1")
     _quiet_tensorflow()
-    _test_and_report(run, args.data_dir, args.explain_per_class, args.other_data)
+    _test_and_report(
+        run, args.data_dir, args.explain_per_class, args.other_data, report=not args.no_report
+    )
     return 0
 
 
@@ -348,7 +350,9 @@ def _sweep(args: argparse.Namespace) -> int:
     worker = (base, space, args.trials, args.out, url, args.study, args.heartbeat, _print_trial)
     _run_workers(sweep.run_worker, worker, args.jobs)
     study = sweep.open_study(sweep.make_storage(url, args.heartbeat), args.study)
-    return _print_sweep(sweep.finish(study, args.out, report=not args.no_report))
+    return _print_sweep(
+        sweep.finish(study, args.out, test=not args.no_test, report=not args.no_report)
+    )
 
 
 def _sweep_space(args: argparse.Namespace) -> tuple[Config, list]:
@@ -410,10 +414,12 @@ def _print_sweep(result: dict) -> int:
         print("no trial completed: nothing to test")
         return 1
     metrics = result["metrics"]
-    print(
-        f"best trial {result['best']}: val accuracy {result['val_accuracy']:.4f}, "
+    tested = (
         f"test accuracy {metrics['accuracy']:.4f} ({metrics['test_set']} test set)"
+        if metrics
+        else f"not tested (fashion-tcn evaluate {result['best_run']})"
     )
+    print(f"best trial {result['best']}: val accuracy {result['val_accuracy']:.4f}, {tested}")
     print(
         f"best config: {result['best_config']} (fashion-tcn train --config {result['best_config']})"
     )

@@ -151,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip report.html: for all workers of a shared study but one",
     )
+    sweep.add_argument(
+        "--no-test",
+        action="store_true",
+        help="name the best trial without testing it: for all workers of a shared study but one "
+        "(`fashion-tcn evaluate` tests it once)",
+    )
     add_config_flags(sweep, only=SWEEP_FLAGS)
 
     evaluate = commands.add_parser(
@@ -171,6 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="test images per class in the mean occlusion maps (10; 1000: the whole test set, "
         "49 forward passes per image)",
+    )
+    evaluate.add_argument(
+        "--no-report",
+        action="store_true",
+        help="leave report.html as it was: for scripts that test many runs",
     )
 
     predict = commands.add_parser("predict", help="classify PNG/JPG images, CSV rows, .npy arrays")

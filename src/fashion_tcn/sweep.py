@@ -257,9 +257,9 @@ def write_plots(study: optuna.Study, out_dir: Path) -> dict[str, str]:
     return written
 
 
-def finish(study: optuna.Study, out_dir: Path, report: bool = True) -> dict:
-    """Table, plots, best config, the one test-set evaluation of the best trial, and (unless
-    `report` is off) the page of every completed trial."""
+def finish(study: optuna.Study, out_dir: Path, test: bool = True, report: bool = True) -> dict:
+    """Table, plots, best config, the one test-set evaluation of the best trial (unless `test`
+    is off: metrics None) and (unless `report` is off) the page of every completed trial."""
     rows = results_table(study)
     write_table(rows, out_dir)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -269,7 +269,7 @@ def finish(study: optuna.Study, out_dir: Path, report: bool = True) -> dict:
     best = study.best_trial
     run_dir = Path(best.user_attrs["run_dir"])
     save_config(RunDir(run_dir).config(), out_dir / "best.yaml")
-    metrics = evaluate_run(RunDir(run_dir))
+    metrics = evaluate_run(RunDir(run_dir)) if test else None
     # the best run (tested) first, then every completed trial's validation curves beside it
     others = [Path(t.user_attrs["run_dir"]) for t in sorted(complete, key=lambda t: -t.value)]
     page = (
