@@ -104,7 +104,7 @@ def test_evaluate_chooses_how_many_images_per_class_the_maps_average(
     tiny_run, tiny_data_dir, tmp_path, capsys
 ):
     run = shutil.copytree(tiny_run, tmp_path / "run")
-    args = ["evaluate", str(run), "--data-dir", str(tiny_data_dir)]
+    args = ["evaluate", str(run), "--data-dir", str(tiny_data_dir), "--no-report"]
     assert main([*args, "--explain-per-class", "3"]) == 0
     with np.load(run / "explain.npz") as explained:
         assert explained["class_counts"].tolist() == [3] * 10  # 10 test images of each class

@@ -29,6 +29,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 def run_dir(tiny_data_dir, tmp_path_factory):
     run = tmp_path_factory.mktemp("quiet") / "run"
     flags = ["--epochs", "1", "--filters", "4", "--stacks", "1", "--dilations", "1,2,4"]
+    flags += ["--no-report"]  # `report` is its own command below
     result = _run("train", "--data-dir", str(tiny_data_dir), "--run-dir", str(run), *flags)
     assert result.returncode == 0 and result.stderr == "", result.stderr
     return run

@@ -34,7 +34,7 @@ def test_tiny_sweep_end_to_end(tiny_data_dir, tmp_path, capsys):
     assert load_config(best_run / "config.yaml") == best  # `train --config best.yaml` reruns it
 
     # re-running resumes the study: one more trial makes three
-    assert run_sweep(tiny_data_dir, out, space, "--trials", "3") == 0
+    assert run_sweep(tiny_data_dir, out, space, "--trials", "3", "--no-test", "--no-report") == 0
     study = optuna.load_study(study_name="fashion-tcn", storage=f"sqlite:///{out / 'study.db'}")
     assert len(study.trials) == 3
 
