@@ -39,8 +39,8 @@ def _worker(
             "shared",
             "--heartbeat",
             heartbeat,
-            "--no-report",  # nor the page,
-            "--no-test",  # nor the test: each worker only names the best trial
+            "--no-report",  # each worker only names the best trial:
+            "--no-test",  # no page, no test
             "--data-dir",
             str(tiny_data_dir),
             *TINY,

@@ -338,7 +338,8 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    """Check everything a worker would trip over, run the workers, then test the best trial."""
+    """Check everything a worker would trip over, run the workers, then name (and unless
+    `--no-test`, test) the best trial."""
     base, space = _sweep_space(args)
     url = _sweep_storage(args)
     print(
