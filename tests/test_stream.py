@@ -116,6 +116,23 @@ def test_fresh_streams_share_weights_not_state():
     np.testing.assert_allclose(first.run(x[:, 30:]), step_predictions(model, x)[:, 30:], atol=1e-5)
 
 
+def test_a_reset_numpy_stream_starts_over():
+    """Reset clears the ring buffers (and mean pooling's running sum) in place; a copy made
+    before keeps streaming on buffers of its own."""
+    model = _model("layer", pooling="mean")
+    x = np.random.default_rng(5).random((2, 40, 2)).astype("float32")
+    full = step_predictions(model, x)
+    stream = StreamingClassifier(model, batch=2, engine="numpy")
+    stream.run(x[:, :25])
+    other = stream.fresh()
+    other.run(x[:, :10])
+    stream.reset()
+    np.testing.assert_allclose(stream.run(x), full, atol=1e-5)
+    np.testing.assert_allclose(other.run(x[:, 10:]), full[:, 10:], atol=1e-5)
+    stream.reset(1)
+    np.testing.assert_allclose(stream.run(x[1:]), full[1:], atol=1e-5)
+
+
 def test_skip_connections_stream():
     model = _model("layer", skip=True)
     x = np.random.default_rng(2).random((2, 60, 2)).astype("float32")
