@@ -3,6 +3,7 @@
     python benchmarks/streaming.py                  # the default pixel TCN (random weights)
     python benchmarks/streaming.py --run runs/X     # a trained pixel/permuted run
     python benchmarks/streaming.py --batches 1,256
+    python benchmarks/streaming.py --torch          # + pytorch-tcn's own streaming (1 stream)
 
 A classifier that must answer after every new pixel can either re-run the whole prefix
 (`model.predict_on_batch` on steps 0..t, what keras-tcn offers) or stream (one kernel application
@@ -10,7 +11,9 @@ per layer from the convolutions' pasts: fashion_tcn.stream, one `step` call per 
 the same numbers (tests/test_stream.py). The stream runs in one of three engines: "keras" (the
 compiled `StepModel`, state in and out), "numpy" (`ringstep`, ring buffers updated in place) and,
 on TensorFlow, "tflite" (`litestep`, the step in the TFLite interpreter with the state inside
-it). Engines are timed interleaved, best of `--repeats`.
+it). `--torch` adds pytorch-tcn 1.2.x's streaming inference (`forward(x, inference=True)`, its
+padding buffers updated in place) on the same shape with random weights; it streams one sequence
+at a time (batch 1). Engines are timed interleaved, best of `--repeats`.
 """
 
 from __future__ import annotations
@@ -38,7 +41,31 @@ def _best_of(function, repeats: int) -> float:
     return min(times)
 
 
-def engine_table(model: keras.Model, batches: list[int], repeats: int) -> list:
+class TorchStream:
+    """pytorch-tcn's streaming inference on the default pixel TCN's shape, one stream."""
+
+    def __init__(self, cfg):
+        import torch
+        from pytorch_tcn import TCN
+
+        self.torch = torch
+        channels = [cfg.filters] * len(cfg.dilations)
+        self.tcn = TCN(
+            1, channels, cfg.kernel_size, dilations=cfg.dilations, causal=True,
+            use_norm="layer_norm", dropout=0.0, input_shape="NLC",
+        ).eval()  # fmt: skip
+        self.head = torch.nn.Linear(cfg.filters, 10).eval()
+
+    def reset(self) -> None:
+        self.tcn.reset_buffers()
+
+    def step(self, x: np.ndarray) -> np.ndarray:
+        with self.torch.no_grad():
+            out = self.tcn(self.torch.from_numpy(x).reshape(1, 1, -1), inference=True)
+            return self.torch.softmax(self.head(out[:, -1]), -1).numpy()
+
+
+def engine_table(model: keras.Model, batches: list[int], repeats: int, torch_cfg=None) -> list:
     """Per engine and batch: seconds per step (all streams of the batch stepping once)."""
     rows = []
     for batch in batches:
@@ -46,6 +73,8 @@ def engine_table(model: keras.Model, batches: list[int], repeats: int) -> list:
         steps = 784 if batch <= 16 else 98  # a whole sequence, or its first eighth
         names = ["keras", "numpy"] + ["tflite"] * (keras.backend.backend() == "tensorflow")
         engines = {name: StreamingClassifier(model, batch, engine=name) for name in names}
+        if torch_cfg is not None and batch == 1:
+            engines["pytorch-tcn"] = TorchStream(torch_cfg)
         best = dict.fromkeys(engines, float("inf"))
         for _ in range(repeats):  # interleaved, so a busy moment hits every engine
             for name, engine in engines.items():
@@ -63,6 +92,7 @@ def main() -> None:
     parser.add_argument("--run", help="a trained run directory (pixels or permuted)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batches", default="1,256", help="streams stepping together")
+    parser.add_argument("--torch", action="store_true", help="add pytorch-tcn (one stream)")
     args = parser.parse_args()
     cfg = override(Config(), {"data.sequence": "pixels"}).resolved()
     variable = build_model(cfg.model, None, 1)  # any prefix length
@@ -78,13 +108,16 @@ def main() -> None:
     print("| engine | streams | ms per step | stream-steps/s | vs keras |")
     print("|---|---|---|---|---|")
     one_stream = {}
-    for name, batch, seconds, keras_seconds in engine_table(variable, batches, args.repeats):
+    for name, batch, seconds, keras_seconds in engine_table(
+        variable, batches, args.repeats, cfg.model if args.torch else None
+    ):
         if batch == 1:
             one_stream[name] = seconds
         print(
             f"| {name} | {batch} | {seconds * 1e3:.3f} | {batch / seconds:,.0f} "
             f"| {keras_seconds / seconds:.1f}x |"
         )
+    one_stream.pop("pytorch-tcn", None)  # the prefix table is about fashion-tcn's own engines
     if not one_stream:
         return
     fastest = min(one_stream, key=one_stream.get)

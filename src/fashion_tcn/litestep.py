@@ -4,7 +4,7 @@ The exported step (`export.export_step`) takes every cache in and hands a shifte
 Python moves the whole state twice per step. Here the caches are TFLite resource variables that
 the graph reads and overwrites itself: a step is one `set_tensor`, one `invoke` and one
 `get_tensor`, the least a Python caller can do per step (one stream of the default pixel TCN:
-about 0.1 ms, against 0.32 ms for the NumPy ring buffers); a reset is a new interpreter on the
+about 0.05 ms, against 0.15 ms for the NumPy ring buffers); a reset is a new interpreter on the
 same flatbuffer, its variables initialised to zeros (a few ms). The graph still shifts each cache by
 a step, the whole state (300 KB a stream), so many streams side by side step faster in NumPy
 (`ringstep`), which writes one row per convolution. Needs Keras on TensorFlow; the arithmetic is
