@@ -167,6 +167,10 @@ class DataConfig(_Section):
     val_fraction: float = option(
         0.1, "share of training held out to choose epochs and tune", within="(0, 0.5)"
     )
+    permutation_seed: int | None = option(
+        None, "permuted mode: seed of the pixel order (default: --seed); fix it to train "
+        "several seeds on one order", within="[0, 2**32)"
+    )  # fmt: skip
 
 
 @dataclass
@@ -264,7 +268,11 @@ class TrainConfig(_Section):
         0, "patience in epochs on val_accuracy; 0 = off", "PATIENCE", within=">= 0"
     )
     tensorboard: bool = option(False, "write TensorBoard logs into the run directory")
-    seed: int = option(0, "seeds split, permutation, init, shuffling, dropout", within="[0, 2**32)")
+    seed: int = option(
+        0,
+        "seeds split, permutation (unless --permutation-seed), init, shuffling, dropout",
+        within="[0, 2**32)",
+    )
     anytime_loss: float = option(
         0.0, "weight of the mean loss over earlier steps (TCN): good predictions before the "
         "whole sequence has arrived", "WEIGHT", within=">= 0"

@@ -217,11 +217,15 @@ def _seed_everything(seed: int) -> None:
 
 
 def _permutation(cfg: Config, run: RunDir) -> np.ndarray | None:
-    """The pixel order of a `permuted` run: drawn from the seed once, then read back."""
+    """The pixel order of a `permuted` run: drawn once from `data.permutation_seed` (by default
+    the run's seed), then read back."""
     if cfg.data.sequence != "permuted":
         return None
     if not run.permutation_file.is_file():
-        run.save_npy(run.permutation_file, make_permutation(cfg.train.seed))
+        seed = cfg.data.permutation_seed
+        run.save_npy(
+            run.permutation_file, make_permutation(cfg.train.seed if seed is None else seed)
+        )
     return run.permutation()
 
 
