@@ -8,11 +8,15 @@ reported in a fraction of a second.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from fashion_tcn.config import (
@@ -46,9 +50,41 @@ def _check_resume(saved: Config, new: Config) -> None:
         )
 
 
+# An abseil INFO line ("I0000 00:00:1796117372.401950   19248 port.cc:153] ...") and abseil's
+# note that it writes everything to stderr until it is initialised
+_STARTUP_LINE = re.compile(
+    r"I\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] |WARNING: All log messages before absl::InitializeLog"
+)
+
+
+@contextlib.contextmanager
+def _startup_lines_dropped() -> Iterator[None]:
+    """Runs the block with file descriptor 2 captured, then writes back every line that is not
+    a C++ start-up line (`_STARTUP_LINE`): errors and Python warnings still reach the user."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if not _STARTUP_LINE.match(line)))
+
+
 def _quiet_tensorflow() -> None:
-    """TensorFlow's start-up and deprecation lines are not for users (errors still raise)."""
+    """TensorFlow's start-up and deprecation lines are not for users (errors still raise).
+    TF_CPP_MIN_LOG_LEVEL silences its C++ logs but not all: where TensorFlow turns oneDNN on
+    (CPUs with AVX-512, for example) it logs an INFO line while abseil, not yet initialised,
+    writes every level to stderr; so Keras, and with it TensorFlow, is imported here with
+    those lines dropped."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # C++ logs, before TensorFlow loads
+    with _startup_lines_dropped():
+        import keras  # noqa: F401  (the backend with it)
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # its Python warnings (tf2onnx's)
 
 
