@@ -15,10 +15,10 @@ from keras import ops
 from fashion_tcn.config import NORMS, POOLINGS, receptive_field
 
 # Long sequences on TensorFlow: each dilation-d convolution runs undilated on its d interleaved
-# subsequences folded into the batch (`CausalConv1D._folded`). On the 2-core CPU that trained the
-# 784-step stacks faster than TensorFlow's dilated convolution (1.4x with 25 filters, 1.05x with
-# 64) and the 28-step row stack slower (0.88x); JAX's own was faster than the fold on both
-# (benchmarks/conv_speed.py). None: never.
+# subsequences folded into the batch (`CausalConv1D._folded`). On the 2-core CPUs measured that
+# trained the 784-step stacks faster than TensorFlow's dilated convolution (1.1-1.4x with 25
+# filters, 1.05-1.4x with 64) and the 28-step row stack slower (0.88x); JAX's own was faster than
+# the fold on both (benchmarks/conv_speed.py). None: never.
 FOLD_FROM_STEPS = 256 if keras.backend.backend() == "tensorflow" else None
 
 
