@@ -2,6 +2,7 @@
 
     python benchmarks/peer_speed.py [--shapes bai wide] [--repeats 3] [--batches 4]
     python benchmarks/peer_speed.py --torch      # + pytorch-tcn (on its GPU when torch sees one)
+    python benchmarks/peer_speed.py --fold always  # every-step pass with the folded convolution
 
 Shapes (784 x 1 pixel sequences, 10 classes, ReLU, no dropout, no skip connections):
     bai   25 filters, kernel 7, dilations 1-128, no normalization, batch 64 (Bai et al., 2018)
@@ -13,6 +14,9 @@ last, to show what its last-step path saves) and keras-tcn 3.5.x (Keras on Tenso
 `--torch` pytorch-tcn (float32, and bf16 autocast + torch.compile on a GPU). Each trains random
 batches of the shape (Adam, sparse cross-entropy); every repeat times each contender in turn,
 and the table gives the best repeat, so a noisy neighbour slows one repeat, not one model.
+`--fold` decides how fashion-tcn's every-step pass runs its dilated convolutions: as the
+backend's default (`layers.FOLD_FROM_STEPS`: folded on TensorFlow, dilated on JAX), `always`
+folded into the batch, or `never`; so one run on a new machine (a GPU) says which is faster.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras
 import numpy as np
 
+from fashion_tcn import layers
 from fashion_tcn.layers import TCN
 
 SHAPES = {
@@ -160,6 +165,13 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=4, help="timed batches per round")
     parser.add_argument("--torch", action="store_true", help="add pytorch-tcn")
     parser.add_argument(
+        "--fold",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="fashion-tcn's dilated convolutions on 784 steps: the backend's default, folded "
+        "into the batch, or the backend's dilated convolution",
+    )
+    parser.add_argument(
         "--precisions",
         nargs="+",
         default=["float32"],
@@ -167,7 +179,9 @@ def main() -> None:
         help="Keras dtype policies to run both Keras TCNs under",
     )
     args = parser.parse_args()
-    print(f"Keras {keras.__version__} on {keras.backend.backend()}")
+    if args.fold != "auto":
+        layers.FOLD_FROM_STEPS = STEPS if args.fold == "always" else None
+    print(f"Keras {keras.__version__} on {keras.backend.backend()}, fold: {args.fold}")
     print("| shape | batch | contender | parameters | samples/s (best) | vs fashion-tcn float32 |")
     print("|---|---|---|---|---|---|")
     for shape in args.shapes:
