@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fashion_tcn.cli import startup_lines_dropped
 from fashion_tcn.data import load_fashion_mnist
 
 pytestmark = pytest.mark.minutes(2)
@@ -23,6 +24,21 @@ def _run(*args: str) -> subprocess.CompletedProcess:
         env=env,
         timeout=600,
     )
+
+
+def test_startup_lines_are_dropped_and_every_other_line_kept(capfd):
+    """What TensorFlow's C++ start-up writes on a CPU where it turns oneDNN on (AVX-512), past
+    TF_CPP_MIN_LOG_LEVEL; an error from C++ and a Python warning still come through."""
+    with startup_lines_dropped():
+        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are ")
+        os.write(2, b"written to STDERR\n")
+        os.write(2, b"I0000 00:00:1796117372.401950   19248 port.cc:153] oneDNN custom ops\n")
+        os.write(2, b"E0000 00:00:1796117372.401950   19248 loader.cc:9] a real error\n")
+        print("a python warning", file=sys.stderr)
+    assert sorted(capfd.readouterr().err.splitlines()) == [
+        "E0000 00:00:1796117372.401950   19248 loader.cc:9] a real error",
+        "a python warning",
+    ]  # (under capfd, sys.stderr is not file descriptor 2: the order is pytest's)
 
 
 @pytest.fixture(scope="module")

@@ -58,7 +58,7 @@ _STARTUP_LINE = re.compile(
 
 
 @contextlib.contextmanager
-def _startup_lines_dropped() -> Iterator[None]:
+def startup_lines_dropped() -> Iterator[None]:
     """Runs the block with file descriptor 2 captured, then writes back every line that is not
     a C++ start-up line (`_STARTUP_LINE`): errors and Python warnings still reach the user."""
     sys.stderr.flush()
@@ -83,7 +83,7 @@ def _quiet_tensorflow() -> None:
     writes every level to stderr; so Keras, and with it TensorFlow, is imported here with
     those lines dropped."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # C++ logs, before TensorFlow loads
-    with _startup_lines_dropped():
+    with startup_lines_dropped():
         import keras  # noqa: F401  (the backend with it)
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # its Python warnings (tf2onnx's)
 
